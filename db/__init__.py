@@ -1,0 +1,1 @@
+"""SQL shipped inside the rates package as `rates.db` (see pyproject.toml)."""

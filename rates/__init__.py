@@ -1,0 +1,1 @@
+"""rates: a JSON API of average daily shipping prices between ports."""

@@ -1,0 +1,156 @@
+"""The rates API: Flask application factory and routes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from rates.openapi import spec
+from rates.pool import Database, DatabaseUnavailable
+from rates.settings import Settings
+
+# Port codes (CNGGZ), and anything shaped like one or like a region slug
+# (china_main), which matches no price. Anything else is refused before it
+# reaches the database.
+CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+# Codes are matched exactly against prices.orig_code and dest_code, as the
+# original service does: its recorded answer for china_main to
+# north_europe_main (two region slugs with priced ports below them) is a
+# null for every day, so a region slug matches no port. The index on
+# (orig_code, dest_code, day) serves this query directly.
+RATES_SQL = """
+SELECT day, count(*), avg(price)::float8
+FROM prices
+WHERE orig_code = %(orig)s AND dest_code = %(dest)s
+  AND day BETWEEN %(date_from)s AND %(date_to)s
+GROUP BY day
+"""
+
+# The original service gives an average only for days with at least this many prices.
+MIN_PRICES = 3
+
+
+class BadRequest(Exception):
+    """A client error; the message says what to change."""
+
+
+def _param(name: str) -> str:
+    value = request.args.get(name)
+    if value is None or value == "":
+        raise BadRequest(f"{name} is required")
+    return value
+
+
+def _date(name: str) -> dt.date:
+    value = _param(name)
+    if not DATE.fullmatch(value):
+        raise BadRequest(f"{name} must be a date in the form YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise BadRequest(f"{name} is not a valid date") from None
+
+
+def _code(name: str) -> str:
+    value = _param(name)
+    if not CODE.fullmatch(value):
+        raise BadRequest(
+            f"{name} must be a port code or a region slug: 1 to 64 letters, digits, '_' or '-'"
+        )
+    return value
+
+
+def daily_rates(
+    rows: list[tuple[dt.date, int, float]], date_from: dt.date, date_to: dt.date
+) -> list[dict[str, Any]]:
+    """One entry per day from date_to down to date_from, as the original service lists them."""
+    by_day = {day: (count, avg) for day, count, avg in rows}
+    result = []
+    day = date_to
+    one = dt.timedelta(days=1)
+    while day >= date_from:
+        count, avg = by_day.get(day, (None, None))
+        result.append(
+            {
+                "day": day.isoformat(),
+                "count": count,
+                "price": avg if count is not None and count >= MIN_PRICES else None,
+            }
+        )
+        if day == dt.date.min:
+            break
+        day -= one
+    return result
+
+
+def create_app(settings: Settings, database: Database | None = None) -> Flask:
+    """Build the application; nothing connects until the first request."""
+    app = Flask(__name__)
+    app.json.sort_keys = True
+    db = database if database is not None else Database(settings)
+    app.extensions["rates.database"] = db
+
+    @app.get("/")
+    def hello() -> Any:
+        return {"message": "Hello world!"}
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> Any:
+        # A real query on the data the API serves, not just a ping.
+        db.query("SELECT 1 FROM regions LIMIT 1")
+        return {"status": "ready"}
+
+    @app.get("/openapi.json")
+    def openapi() -> Any:
+        return spec(settings)
+
+    @app.get("/rates")
+    def rates() -> Any:
+        date_from = _date("date_from")
+        date_to = _date("date_to")
+        orig = _code("orig_code")
+        dest = _code("dest_code")
+        if date_from > date_to:
+            return {"rates": []}
+        days = (date_to - date_from).days + 1
+        if days > settings.max_range_days:
+            raise BadRequest(
+                f"the range from date_from to date_to is {days} days; "
+                f"at most {settings.max_range_days} are allowed"
+            )
+        rows = db.query(
+            RATES_SQL,
+            {"orig": orig, "dest": dest, "date_from": date_from, "date_to": date_to},
+        )
+        return {"rates": daily_rates(rows, date_from, date_to)}
+
+    @app.errorhandler(BadRequest)
+    def bad_request(exc: BadRequest) -> Any:
+        return jsonify(error="bad_request", message=str(exc)), 400
+
+    @app.errorhandler(DatabaseUnavailable)
+    def unavailable(exc: DatabaseUnavailable) -> Any:
+        app.logger.warning("database unavailable: %s", exc)
+        return jsonify(error="unavailable", message=str(exc)), 503
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        name = (exc.name or "error").lower().replace(" ", "_")
+        return jsonify(error=name, message=exc.description), exc.code
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> Any:
+        app.logger.exception("unhandled error")
+        return jsonify(error="internal_error", message="internal server error"), 500
+
+    return app

@@ -1,0 +1,123 @@
+"""Shared fixtures: a throwaway PostgreSQL, a fresh database per test, the real commands."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from testlib.postgres import Cluster
+
+from rates import settings as settings_module
+from rates.app import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
+# The reference dump and the original service's answers, beside the clone;
+# never copied into the project.
+SHARED = Path(os.environ.get("RATES_SHARED_DATA", ROOT.parent / "shared" / "data"))
+REFERENCE_DUMP = SHARED / "rates.sql"
+CONTRACT = SHARED / "contract_cases.json"
+
+LEVELS = ("unit", "integration", "e2e", "static")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The directory a test lives in is its level: tests/unit/... is marked `unit`."""
+    for item in items:
+        parts = Path(item.fspath).relative_to(ROOT / "tests").parts
+        if parts and parts[0] in LEVELS:
+            item.add_marker(getattr(pytest.mark, parts[0]))
+
+
+def needs_reference_dump() -> None:
+    if not REFERENCE_DUMP.is_file():
+        pytest.skip(
+            f"the reference dump is not at {REFERENCE_DUMP} (only CI and the project's "
+            "own machines have ../shared/data; set RATES_SHARED_DATA to point elsewhere)"
+        )
+
+
+def contract_cases() -> list[dict[str, Any]]:
+    needs_reference_dump()
+    return json.loads(CONTRACT.read_text())
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path_factory.mktemp("pg"))
+    cluster.start()
+    yield cluster
+    cluster.destroy()
+
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def new_database(pg: Cluster):  # type: ignore[no-untyped-def]
+    """A factory of fresh, empty databases; returns their libpq environment."""
+
+    def make() -> dict[str, str]:
+        name = f"t{os.getpid()}_{next(_names)}"
+        pg.create_database(name)
+        return pg.env(name)
+
+    return make
+
+
+@pytest.fixture
+def db_env(new_database) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return new_database()
+
+
+def run_seed(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the real rates-seed command with exactly this environment (plus PATH)."""
+    return subprocess.run(
+        ["rates-seed", *args],
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def seeded(env: dict[str, str], dump: Path | None = None) -> dict[str, str]:
+    env = {**env, **({"RATES_DUMP": str(dump)} if dump else {})}
+    result = run_seed(env)
+    assert result.returncode == 0, result.stderr
+    return env
+
+
+@pytest.fixture(scope="session")
+def sample_env(pg: Cluster) -> dict[str, str]:
+    """A database with the sample data, shared read-only by the tests that only query it."""
+    pg.create_database("sample")
+    return seeded(pg.env("sample"))
+
+
+@pytest.fixture(scope="session")
+def reference_env(pg: Cluster) -> dict[str, str]:
+    """A database with the reference dump, shared read-only."""
+    needs_reference_dump()
+    pg.create_database("reference")
+    return seeded(pg.env("reference"), REFERENCE_DUMP)
+
+
+def make_client(env: dict[str, str], **extra: str):  # type: ignore[no-untyped-def]
+    app = create_app(settings_module.load({**env, **extra}))
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def sample_client(sample_env):  # type: ignore[no-untyped-def]
+    return make_client(sample_env)
+
+
+@pytest.fixture(scope="session")
+def reference_client(reference_env):  # type: ignore[no-untyped-def]
+    return make_client(reference_env)

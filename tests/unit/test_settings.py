@@ -1,0 +1,166 @@
+"""Settings come only from the environment; a bad value is one line naming the variable."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from rates import settings
+from rates.settings import VARIABLES, SettingsError
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = {"PGDATABASE": "rates"}
+
+
+def test_defaults() -> None:
+    s = settings.load(BASE)
+    assert (s.host, s.port, s.workers, s.threads, s.pool_size) == ("127.0.0.1", 3000, 2, 4, 4)
+    assert (s.statement_timeout_ms, s.connect_timeout, s.max_range_days) == (5000, 5, 366)
+    assert (s.access_log, s.dump, s.seed_wait, s.password) == (False, None, 30, None)
+
+
+def test_values_are_parsed(tmp_path: Path) -> None:
+    dump = tmp_path / "d.sql"
+    dump.write_text("--\n")
+    s = settings.load(
+        {
+            **BASE,
+            "RATES_HOST": "0.0.0.0",
+            "RATES_PORT": "8080",
+            "RATES_WORKERS": "3",
+            "RATES_ACCESS_LOG": "yes",
+            "RATES_DUMP": str(dump),
+            "RATES_MAX_RANGE_DAYS": "31",
+        }
+    )
+    assert (s.host, s.port, s.workers, s.access_log, s.dump, s.max_range_days) == (
+        "0.0.0.0",
+        8080,
+        3,
+        True,
+        dump,
+        31,
+    )
+
+
+MALFORMED = {
+    "PGHOST": " ",
+    "PGPORT": "70000",
+    "PGDATABASE": "  ",
+    "PGUSER": " ",
+    "PGPASSWORD": " ",
+    "PGPASSWORD_FILE": "/nonexistent/password",
+    "PGPASSFILE": "/nonexistent/pgpass",
+    "RATES_HOST": " ",
+    "RATES_PORT": "http",
+    "RATES_WORKERS": "0",
+    "RATES_THREADS": "many",
+    "RATES_POOL_SIZE": "-1",
+    "RATES_STATEMENT_TIMEOUT_MS": "1.5",
+    "RATES_CONNECT_TIMEOUT": "1",
+    "RATES_MAX_RANGE_DAYS": "0",
+    "RATES_ACCESS_LOG": "maybe",
+    "RATES_DUMP": "/nonexistent/dump.sql",
+    "RATES_SEED_WAIT": "forever",
+}
+
+
+def test_every_variable_has_a_malformed_case() -> None:
+    assert set(MALFORMED) == {v.name for v in VARIABLES}
+
+
+@pytest.mark.parametrize(("name", "value"), sorted(MALFORMED.items()))
+def test_malformed_value_is_one_line_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        settings.load({**BASE, name: value})
+    message = str(err.value)
+    assert message.startswith(f"{name}: expected ")
+    assert "\n" not in message
+
+
+def test_password_is_never_echoed() -> None:
+    with pytest.raises(SettingsError) as err:
+        settings.load({**BASE, "PGPASSWORD": "  \t "})
+    assert str(err.value) == "PGPASSWORD: expected a non-empty password, got <hidden>"
+
+
+def test_required_database_name() -> None:
+    with pytest.raises(SettingsError) as err:
+        settings.load({})
+    assert str(err.value) == (
+        "PGDATABASE: required but not set; "
+        "expected the name of the database that holds the rates data"
+    )
+
+
+def test_password_file(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\nignored\n")
+    s = settings.load({**BASE, "PGPASSWORD_FILE": str(secret)})
+    assert s.password == "s3cret"
+    assert s.connect_kwargs()["password"] == "s3cret"
+    env = s.child_env({"PGPASSWORD_FILE": str(secret), "PATH": "/bin", "PGHOST": "elsewhere"})
+    assert env == {
+        "PGPASSWORD": "s3cret",
+        "PATH": "/bin",
+        "PGDATABASE": "rates",
+        "PGCONNECT_TIMEOUT": "5",
+        "PGAPPNAME": "rates-seed",
+    }
+
+
+def test_libpq_variables_reach_the_connection() -> None:
+    s = settings.load(
+        {
+            "PGHOST": "db.example",
+            "PGPORT": "6543",
+            "PGDATABASE": "r",
+            "PGUSER": "u",
+            "PGPASSWORD": "p",
+        }
+    )
+    kwargs = s.connect_kwargs()
+    assert {k: kwargs[k] for k in ("host", "port", "dbname", "user", "password")} == {
+        "host": "db.example",
+        "port": "6543",
+        "dbname": "r",
+        "user": "u",
+        "password": "p",
+    }
+    assert "passfile" not in kwargs
+
+
+def test_password_and_password_file_conflict(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("a\n")
+    with pytest.raises(SettingsError) as err:
+        settings.load({**BASE, "PGPASSWORD": "b", "PGPASSWORD_FILE": str(secret)})
+    assert str(err.value) == "PGPASSWORD_FILE: set either PGPASSWORD or PGPASSWORD_FILE, not both"
+
+
+def test_empty_password_file(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("")
+    with pytest.raises(SettingsError, match=r"^PGPASSWORD_FILE: .* got an empty file$"):
+        settings.load({**BASE, "PGPASSWORD_FILE": str(secret)})
+
+
+def test_env_example_documents_exactly_the_settings() -> None:
+    """.env.example is the documented schema: same names, same defaults."""
+    assignment = re.compile(r"^(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
+    documented: dict[str, tuple[bool, str]] = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        m = assignment.match(line)
+        if m:
+            assert m.group(2) not in documented, f"{m.group(2)} is documented twice"
+            documented[m.group(2)] = (m.group(1) is None, m.group(3))
+    assert list(documented) == [v.name for v in VARIABLES]
+    for var in VARIABLES:
+        active, value = documented[var.name]
+        if var.required:
+            assert active and value, f"{var.name} is required: give it uncommented with an example"
+        else:
+            assert not active, f"{var.name} has a default: leave it commented out"
+            assert value == (var.default or ""), f"{var.name}: .env.example says {value!r}"
