@@ -1,11 +1,13 @@
 """A small connection pool that survives a PostgreSQL restart.
 
-psycopg2's ThreadedConnectionPool hands out connections but never checks
-them: after the server restarts, every pooled connection is dead. Here a
-query that fails because its connection broke is retried once on a fresh
-connection (every query the service runs is a read, so a retry is safe), and
-broken connections are closed instead of returned. Connections are in
-autocommit mode, so none is ever left `idle in transaction`.
+psycopg2's own pools do not fit: they raise at once when exhausted instead
+of waiting, close every connection above `minconn` when it is returned, and
+never notice that a pooled connection died with the server. Here a request
+waits (up to the connect timeout) for one of `RATES_POOL_SIZE` connections;
+a query that fails because its connection broke is retried once on a fresh
+one (every query the service runs is a read, so a retry is safe), and broken
+connections are dropped. Connections are in autocommit mode, so none is ever
+left `idle in transaction`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg2
-import psycopg2.pool
+import psycopg2.extensions
 
 from rates.settings import Settings
 
@@ -28,24 +30,18 @@ class Database:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._lock = threading.Lock()
-        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
-        # ThreadedConnectionPool raises at once when exhausted; callers wait
-        # here instead, for at most the connect timeout.
+        # Connections are opened on first use, in the process that uses them:
+        # nothing connects at import time, and no socket crosses a fork.
+        self._idle: list[psycopg2.extensions.connection] = []
+        # Bounds the connections open at once, idle or busy.
         self._slots = threading.BoundedSemaphore(settings.pool_size)
 
-    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
-        # Created on first use, in the process that uses it: nothing connects
-        # at import time, and gunicorn workers never share a socket.
+    def _take(self) -> psycopg2.extensions.connection:
         with self._lock:
-            if self._pool is None:
-                self._pool = psycopg2.pool.ThreadedConnectionPool(
-                    0, self._settings.pool_size, "", **self._settings.connect_kwargs()
-                )
-            return self._pool
-
-    def _connect(self, pool: psycopg2.pool.ThreadedConnectionPool) -> Any:
+            if self._idle:
+                return self._idle.pop()
         try:
-            conn = pool.getconn()
+            conn = psycopg2.connect("", **self._settings.connect_kwargs())
         except psycopg2.OperationalError as exc:
             raise DatabaseUnavailable(
                 f"cannot connect to the database: {_first_line(exc)}"
@@ -53,33 +49,45 @@ class Database:
         conn.autocommit = True
         return conn
 
+    def _give(self, conn: psycopg2.extensions.connection, broken: bool = False) -> None:
+        if broken or conn.closed:
+            conn.close()
+            return
+        with self._lock:
+            self._idle.append(conn)
+
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         """Run one read-only statement and return all its rows."""
         if not self._slots.acquire(timeout=self._settings.connect_timeout):
             raise DatabaseUnavailable("all database connections are busy")
         try:
-            pool = self._get_pool()
             for attempt in (1, 2):
-                conn = self._connect(pool)
+                conn = self._take()
                 try:
                     with conn.cursor() as cur:
                         cur.execute(sql, params)
                         rows = cur.fetchall()
+                except psycopg2.errors.UndefinedTable as exc:
+                    self._give(conn)
+                    raise DatabaseUnavailable(
+                        "the database holds no rates data yet: run rates-seed"
+                    ) from exc
                 except psycopg2.errors.QueryCanceled as exc:
-                    pool.putconn(conn)
+                    self._give(conn)
                     raise DatabaseUnavailable(
                         "the query took longer than the statement timeout"
                     ) from exc
                 except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-                    # The connection broke (server restarted, network cut): drop it.
-                    pool.putconn(conn, close=True)
+                    # The connection broke (server restarted, network cut): drop it
+                    # and try once more on a new one.
+                    self._give(conn, broken=True)
                     if attempt == 2:
                         raise DatabaseUnavailable(f"database error: {_first_line(exc)}") from exc
                     continue
                 except BaseException:
-                    pool.putconn(conn, close=bool(conn.closed))
+                    self._give(conn, broken=True)
                     raise
-                pool.putconn(conn)
+                self._give(conn)
                 return rows
             raise AssertionError("unreachable")
         finally:
@@ -87,9 +95,9 @@ class Database:
 
     def close(self) -> None:
         with self._lock:
-            if self._pool is not None:
-                self._pool.closeall()
-                self._pool = None
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -26,7 +26,6 @@ import tempfile
 import time
 from contextlib import ExitStack, closing
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import psycopg2
@@ -34,6 +33,7 @@ import psycopg2
 from rates import sample
 from rates import settings as settings_module
 from rates.settings import Settings, SettingsError
+from rates.sql import sql_file
 
 TABLES = ("regions", "ports", "prices")
 INDEX = "prices_orig_code_dest_code_day_idx"
@@ -159,7 +159,7 @@ def _quote(text: str) -> str:
 
 def load_script(source: Source) -> str:
     """The psql input: everything but the COMMIT, which run_load() sends last."""
-    post_load = resources.files("rates.db").joinpath("post-load.sql").read_text(encoding="utf-8")
+    post_load = sql_file("post-load.sql")
     # Only table names from TABLES and integers counted by inspect() are
     # interpolated; the one free text (the label) goes through _quote().
     checks = "\n".join(

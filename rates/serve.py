@@ -46,6 +46,11 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
             "limit_request_fields": 50,
             "limit_request_field_size": 8190,
         }
+        # gunicorn 24+ opens a control socket under $HOME by default: a
+        # management interface the service does not use, and a write outside
+        # the sandbox a systemd unit allows. Older releases lack the setting.
+        if "control_socket_disable" in self.cfg.settings:
+            options["control_socket_disable"] = True
         for key, value in options.items():
             self.cfg.set(key, value)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from testlib.postgres import Cluster
 
 from rates import settings as settings_module
@@ -25,6 +26,12 @@ CONTRACT = SHARED / "contract_cases.json"
 
 LEVELS = ("unit", "integration", "e2e", "static")
 
+# The same examples on every run, so that CI is reproducible and a failure is
+# a real one; HYPOTHESIS_PROFILE=explore draws new examples each time.
+hypothesis_settings.register_profile("default", derandomize=True, database=None)
+hypothesis_settings.register_profile("explore", database=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The directory a test lives in is its level: tests/unit/... is marked `unit`."""
@@ -32,6 +39,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         parts = Path(item.fspath).relative_to(ROOT / "tests").parts
         if parts and parts[0] in LEVELS:
             item.add_marker(getattr(pytest.mark, parts[0]))
+
+
+_reports = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Keep each phase's report, so that fixtures can print logs when a test failed."""
+    report = yield
+    item.stash.setdefault(_reports, {})[report.when] = report
+    return report
+
+
+def failed(item: pytest.Item) -> bool:
+    return any(r.failed for r in item.stash.get(_reports, {}).values())
 
 
 def needs_reference_dump() -> None:

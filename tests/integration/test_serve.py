@@ -1,0 +1,142 @@
+"""rates-serve as a real process: configuration errors, HTTP, graceful stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from testlib.postgres import Cluster
+from testlib.serve import Server, get, wait_until
+
+JANUARY = "/rates?date_from=2016-01-01&date_to=2016-01-03&orig_code=CNSGH&dest_code=NLRTM"
+# The sample's answer (tests/integration/test_contract.py checks it against an oracle).
+JANUARY_BODY = {
+    "rates": [
+        {"count": 4, "day": "2016-01-03", "price": 1528.0},
+        {"count": 4, "day": "2016-01-02", "price": 1535.25},
+        {"count": 5, "day": "2016-01-01", "price": 1561.6},
+    ]
+}
+
+
+@pytest.fixture
+def server(sample_env: dict[str, str], tmp_path: Path):  # type: ignore[no-untyped-def]
+    s = Server(sample_env, tmp_path / "serve.log")
+    s.wait_ready()
+    yield s
+    s.stop()
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {},
+            "rates-serve: PGDATABASE: required but not set; "
+            "expected the name of the database that holds the rates data",
+        ),
+        (
+            {"PGDATABASE": "r", "RATES_PORT": "99999"},
+            "rates-serve: RATES_PORT: expected an integer from 1 to 65535, got '99999'",
+        ),
+        (
+            {"PGDATABASE": "r", "RATES_WORKERS": "lots"},
+            "rates-serve: RATES_WORKERS: expected an integer from 1 to 64, got 'lots'",
+        ),
+    ],
+)
+def test_bad_configuration_is_one_line_and_exit_2(env: dict[str, str], line: str) -> None:
+    result = subprocess.run(
+        ["rates-serve"],
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (result.returncode, result.stderr, result.stdout) == (2, line + "\n", "")
+
+
+def test_serves_the_sample_over_http(server: Server) -> None:
+    assert get(server.url + "/") == (200, {"message": "Hello world!"})
+    assert get(server.url + "/readyz") == (200, {"status": "ready"})
+    assert get(server.url + JANUARY) == (200, JANUARY_BODY)
+
+
+def test_no_connection_is_left_idle_in_transaction(
+    server: Server, pg: Cluster, sample_env: dict[str, str]
+) -> None:
+    for _ in range(20):
+        assert get(server.url + JANUARY)[0] == 200
+    states = pg.psql(
+        "SELECT coalesce(string_agg(state, ','), '') FROM pg_stat_activity "
+        f"WHERE application_name = 'rates' AND datname = '{sample_env['PGDATABASE']}'"
+    )
+    assert states, "the service holds no connection: the pool is not pooling"
+    assert set(states.split(",")) == {"idle"}, states
+
+
+def test_sigterm_finishes_requests_in_flight(
+    server: Server, pg: Cluster, sample_env: dict[str, str]
+) -> None:
+    """A request running when SIGTERM arrives still gets its answer; then exit 0."""
+    db = sample_env["PGDATABASE"]
+    # Hold a lock that the readiness query has to wait for, so that a request
+    # is certainly in flight when the signal arrives.
+    locker = subprocess.Popen(
+        [
+            "psql",
+            "-X",
+            "-q",
+            "-h",
+            str(pg.socket_dir),
+            "-p",
+            str(pg.port),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    assert locker.stdin is not None
+    locker.stdin.write("BEGIN; LOCK TABLE regions IN ACCESS EXCLUSIVE MODE;\n")
+    locker.stdin.flush()
+
+    def waiting() -> bool:
+        return (
+            pg.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rates' "
+                f"AND datname = '{db}' AND wait_event_type = 'Lock'"
+            )
+            == "1"
+        )
+
+    wait_until(
+        lambda: (
+            pg.psql(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON "
+                "c.oid = l.relation WHERE c.relname = 'regions' "
+                "AND l.mode = 'AccessExclusiveLock'",
+                db,
+            )
+            == "1"
+        ),
+        "the lock on regions",
+    )
+    answer: list[tuple[int, object]] = []
+    request = threading.Thread(target=lambda: answer.append(get(server.url + "/readyz", 30)))
+    request.start()
+    wait_until(waiting, "the request to wait on the lock")
+    server.proc.send_signal(signal.SIGTERM)
+    locker.stdin.write("COMMIT;\n")
+    locker.stdin.close()
+    locker.wait(timeout=30)
+    request.join(timeout=30)
+    assert answer == [(200, {"status": "ready"})]
+    assert server.proc.wait(timeout=60) == 0, server.log()

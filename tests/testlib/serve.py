@@ -1,0 +1,76 @@
+"""Run the real rates-serve on a free port and talk to it over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from testlib.postgres import free_port
+
+
+def get(url: str, timeout: float = 10) -> tuple[int, Any]:
+    """GET a URL; return the status and the decoded JSON body, also for 4xx/5xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 (loopback only)
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, json.loads(e.read())
+
+
+def wait_until(predicate, what: str, timeout: float = 60, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except OSError as exc:  # refused, reset: not up yet
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+class Server:
+    """rates-serve as a subprocess; its log is kept for failure messages."""
+
+    def __init__(self, env: dict[str, str], log_path: os.PathLike[str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "w")  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen(
+            ["rates-serve"],
+            env={"PATH": os.environ["PATH"], **env, "RATES_PORT": str(self.port)},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, path: str = "/healthz") -> None:
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"rates-serve exited with {self.proc.returncode}:\n{self.log()}"
+                )
+            return get(self.url + path, timeout=2)[0] == 200
+
+        wait_until(up, f"rates-serve to answer {path}")
+
+    def log(self) -> str:
+        self._log.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        code = self.proc.wait(timeout=60)
+        self._log.close()
+        return code
