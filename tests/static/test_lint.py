@@ -1,0 +1,85 @@
+"""Linters and formatters over the repository: part of the test command, all clean.
+
+Each runs the tool the dev shell provides (and .ci/run installs); a missing
+tool skips its test with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tracked(*patterns: str) -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", *patterns],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return sorted(set(out.stdout.split()))
+
+
+def shell_scripts() -> list[str]:
+    scripts = []
+    for name in tracked():
+        path = ROOT / name
+        if path.suffix == ".sh" or (
+            path.is_file()
+            and path.read_bytes()[:32].startswith(b"#!")
+            and b"bash" in path.read_bytes()[:32]
+        ):
+            scripts.append(name)
+    return scripts
+
+
+def run(tool: str, *args: str, install: str) -> None:
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed: {install}")
+    result = subprocess.run([tool, *args], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, f"{tool} {' '.join(args)}:\n{result.stdout}{result.stderr}"
+
+
+def test_ruff_lint() -> None:
+    run("ruff", "check", "--no-cache", ".", install="pip install -e '.[lint]'")
+
+
+def test_ruff_format() -> None:
+    run("ruff", "format", "--no-cache", "--check", ".", install="pip install -e '.[lint]'")
+
+
+def test_shellcheck() -> None:
+    scripts = shell_scripts()
+    assert ".ci/run" in scripts
+    run("shellcheck", *scripts, install="apt-get install shellcheck")
+
+
+def test_yamllint() -> None:
+    files = tracked("*.yaml", "*.yml")
+    assert "process-compose.yaml" in files
+    run("yamllint", "--strict", *files, install="pip install -e '.[lint]'")
+
+
+def test_nix_files_parse() -> None:
+    files = tracked("*.nix")
+    assert "flake.nix" in files
+    if shutil.which("nix-instantiate") is None:
+        pytest.skip("nix-instantiate is not installed: .ci/install-nix-tools (or use Nix)")
+    for name in files:
+        # Parsing needs no store; dummy:// keeps nix from opening one.
+        run("nix-instantiate", "--store", "dummy://", "--parse", name, install="")
+
+
+def test_nix_format() -> None:
+    # The flake's `formatter` and `checks.nix-format` run the same tool.
+    run("nixpkgs-fmt", "--check", *tracked("*.nix"), install=".ci/install-nix-tools")
+
+
+def test_nix_dead_code() -> None:
+    run("deadnix", "--fail", *tracked("*.nix"), install=".ci/install-nix-tools")
