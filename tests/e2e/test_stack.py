@@ -1,0 +1,186 @@
+"""The whole local stack under process-compose: start, serve, survive, stop, start again.
+
+One recipe: free ports and a state directory of its own, wait for real
+readiness, exercise, stop, prove nothing is left; the processes' output is
+printed when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import CONTRACT, REFERENCE_DUMP, ROOT, failed
+from testlib.postgres import free_port
+from testlib.serve import get, wait_until
+
+JANUARY = "/rates?date_from=2016-01-01&date_to=2016-01-03&orig_code=CNSGH&dest_code=NLRTM"
+
+if shutil.which("process-compose") is None:
+    pytest.skip(
+        "process-compose is not installed: use `nix develop`, or .ci/install-process-compose",
+        allow_module_level=True,
+    )
+
+
+class Stack:
+    """process-compose up, headless, with its control API on a Unix socket."""
+
+    def __init__(self, base: Path, dump: Path | None) -> None:
+        self.state = base / "state"
+        self.socket = base / "pc.sock"
+        self.pg_port = free_port()
+        self.api_port = free_port()
+        self.url = f"http://127.0.0.1:{self.api_port}"
+        self.log_path = base / "process-compose.out"
+        self.env = {
+            **os.environ,
+            "RATES_STATE_DIR": str(self.state),
+            "PGPORT": str(self.pg_port),
+            "RATES_PORT": str(self.api_port),
+        }
+        if dump is not None:
+            self.env["RATES_DUMP"] = str(dump)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def pc(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["process-compose", *args, "--use-uds", "--unix-socket", str(self.socket)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+
+    def up(self) -> None:
+        self.log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                "process-compose",
+                "up",
+                "--config",
+                str(ROOT / "process-compose.yaml"),
+                "--tui=false",
+                "--use-uds",
+                "--unix-socket",
+                str(self.socket),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_until(
+            lambda: self._alive() and get(self.url + "/readyz", 2)[0] == 200,
+            "the API to be ready",
+            timeout=180,
+            interval=0.2,
+        )
+
+    def _alive(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"process-compose exited with {self.proc.returncode}")
+        return True
+
+    def processes(self) -> dict[str, dict]:
+        listing = json.loads(self.pc("process", "list", "--output", "json").stdout)
+        return {p["name"]: p for p in listing}
+
+    def down(self, how: str = "down") -> int:
+        assert self.proc is not None
+        if how == "down":
+            self.pc("down")
+        else:  # Ctrl-C in a terminal
+            os.killpg(self.proc.pid, signal.SIGINT)
+        code = self.proc.wait(timeout=120)
+        self.log.close()
+        return code
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def leftovers(self) -> list[str]:
+        """Processes still running from this stack, found by its state directory."""
+        out = subprocess.run(["pgrep", "-af", str(self.state)], capture_output=True, text=True)
+        return out.stdout.splitlines()
+
+
+def port_closed(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.fixture
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    # A short base directory: PostgreSQL and process-compose put sockets there.
+    base = Path(tempfile.mkdtemp(prefix="rates-e2e-"))
+    dump = REFERENCE_DUMP if REFERENCE_DUMP.is_file() else None
+    s = Stack(base, dump)
+    yield s
+    if s.proc is not None and s.proc.poll() is None:
+        os.killpg(s.proc.pid, signal.SIGKILL)
+    if failed(request.node):
+        print(f"--- process-compose output ({s.log_path}) ---\n{s.output()}")
+    else:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_stack_lifecycle(stack: Stack) -> None:
+    stack.up()
+
+    # The contract, over HTTP, on the reference dump (the sample when absent).
+    if REFERENCE_DUMP.is_file():
+        for case in json.loads(CONTRACT.read_text()):
+            query = "&".join(f"{k}={v}" for k, v in case["query"].items())
+            status, body = get(f"{stack.url}{case['path']}?{query}")
+            assert status == case["status"], (case, body)
+            if status == 200:
+                assert json.dumps(body, sort_keys=True) == json.dumps(case["body"], sort_keys=True)
+    answer = get(stack.url + JANUARY)
+    assert answer[0] == 200
+
+    # PostgreSQL restarts under the API, which recovers by itself.
+    api_before = stack.processes()["api"]
+    stack.pc("process", "restart", "postgres")
+    wait_until(
+        lambda: get(stack.url + "/readyz", 2)[0] == 200, "/readyz after the restart", timeout=60
+    )
+    assert get(stack.url + JANUARY) == answer
+    api_after = stack.processes()["api"]
+    assert (api_after["pid"], api_after["restarts"]) == (api_before["pid"], 0)
+
+    # A clean stop leaves nothing behind; the data stays.
+    assert stack.down() == 0
+    assert stack.leftovers() == []
+    assert port_closed(stack.pg_port) and port_closed(stack.api_port)
+
+    # A second start loads nothing again, and serves the same answers.
+    stack.up()
+    assert "rates-seed: nothing to do: the database already holds" in stack.output()
+    assert get(stack.url + JANUARY) == answer
+
+    # Ctrl-C stops everything too.
+    stack.down(how="sigint")
+    assert stack.leftovers() == []
+    assert port_closed(stack.pg_port) and port_closed(stack.api_port)
+
+
+def test_bad_dump_stops_the_stack(stack: Stack, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sql"
+    bad.write_text("this is not a dump\n")
+    stack.env["RATES_DUMP"] = str(bad)
+    with pytest.raises(AssertionError, match="process-compose exited"):
+        stack.up()
+    assert "is not a plain-SQL pg_dump of the tables" in stack.output()
+    assert stack.leftovers() == []
