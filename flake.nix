@@ -1,0 +1,70 @@
+{
+  description = "rates: a JSON API of average daily shipping prices, with its local stack, image and checks";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+
+  # Wiring only: every output's logic lives in nix/<output>.nix.
+  outputs = { self, nixpkgs }:
+    let
+      inherit (nixpkgs) lib;
+      systems = [ "x86_64-linux" "aarch64-linux" "x86_64-darwin" "aarch64-darwin" ];
+      eachSystem = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+      ratesFor = pkgs: self.packages.${pkgs.stdenv.hostPlatform.system}.rates;
+      formatterFor = pkgs: self.formatter.${pkgs.stdenv.hostPlatform.system};
+    in
+    {
+      packages = eachSystem (pkgs:
+        let
+          rates = pkgs.callPackage ./nix/package.nix { };
+        in
+        {
+          inherit rates;
+          default = rates;
+        }
+        # dockerTools builds Linux images only.
+        // lib.optionalAttrs pkgs.stdenv.hostPlatform.isLinux {
+          image = pkgs.callPackage ./nix/image.nix { inherit rates; };
+        });
+
+      apps = eachSystem (pkgs: {
+        dev = {
+          type = "app";
+          program = lib.getExe (pkgs.callPackage ./nix/dev.nix { rates = ratesFor pkgs; });
+          meta.description = "The local stack (PostgreSQL, seed, API) under process-compose";
+        };
+      });
+
+      devShells = eachSystem (pkgs: {
+        default = pkgs.callPackage ./nix/devshell.nix {
+          rates = ratesFor pkgs;
+          formatter = formatterFor pkgs;
+        };
+      });
+
+      checks = eachSystem (pkgs:
+        pkgs.callPackage ./nix/checks.nix {
+          rates = ratesFor pkgs;
+          formatter = formatterFor pkgs;
+        }
+        # TODO: NixOS VM tests go here, Linux only, one attribute per nix/tests/<name>.nix:
+        # // lib.optionalAttrs pkgs.stdenv.hostPlatform.isLinux {
+        #   vm-<name> = pkgs.testers.runNixOSTest (import ./nix/tests/<name>.nix { inherit self; });
+        # }
+      );
+
+      # nixfmt (RFC 166) is nixpkgs' own formatter but cannot be installed on the
+      # machines that run this repository's static checks, so the flake exposes
+      # nixpkgs-fmt: the same tool and version (1.3.0) those checks install from
+      # crates.io (.ci/install-nix-tools). `nix fmt` without arguments passes none
+      # on, and nixpkgs-fmt would then read stdin, hence the "." default.
+      formatter = eachSystem (pkgs: pkgs.writeShellApplication {
+        name = "nixpkgs-fmt-tree";
+        runtimeInputs = [ pkgs.nixpkgs-fmt ];
+        text = ''exec nixpkgs-fmt "''${@:-.}"'';
+      });
+
+      # TODO(#4): export the NixOS module once nix/module.nix exists. Importing a
+      # missing file fails `nix flake check`, which evaluates this output.
+      # nixosModules.default = lib.modules.importApply ./nix/module.nix { inherit self; };
+    };
+}

@@ -1,0 +1,58 @@
+# `nix develop`: Python with the service installed in editable form (its
+# commands run the code in the working tree), the test tools, PostgreSQL and
+# process-compose for the local stack, and every linter the checks run.
+{ mkShell
+, python3
+, postgresql
+, process-compose
+, curl
+, ruff
+, shellcheck
+, yamllint
+, nixpkgs-fmt
+, statix
+, deadnix
+, wrk
+, formatter
+, rates
+}:
+let
+  # An editable install (pkgs/development/interpreters/python/editable.nix):
+  # a .pth file pointing at $REPO_ROOT, set by the shellHook below, plus
+  # rates-serve and rates-seed. rates/sql.py finds db/ beside rates/ there.
+  editable = python3.pkgs.mkPythonEditablePackage {
+    pname = "rates";
+    inherit (rates) version;
+    root = "$REPO_ROOT";
+    # The same runtime dependencies as nix/package.nix.
+    dependencies = [ python3.pkgs.flask python3.pkgs.gunicorn python3.pkgs.psycopg2 ];
+    scripts = {
+      rates-serve = "rates.serve:main";
+      rates-seed = "rates.seed:main";
+    };
+  };
+in
+mkShell {
+  packages = [
+    (python3.withPackages (ps: [
+      editable
+      ps.pytest
+      ps.hypothesis
+    ]))
+    postgresql # initdb, postgres, psql: the tests' servers and the stack's
+    process-compose
+    curl # the stack's HTTP probes
+    ruff
+    shellcheck
+    yamllint
+    nixpkgs-fmt
+    formatter # the flake's formatter: `nixpkgs-fmt-tree` formats the tree
+    statix
+    deadnix
+    wrk
+  ];
+  # The editable install resolves $REPO_ROOT when Python starts.
+  shellHook = ''
+    export REPO_ROOT="''${REPO_ROOT:-$PWD}"
+  '';
+}
