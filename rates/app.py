@@ -34,6 +34,8 @@ GROUP BY day
 
 # The original service gives an average only for days with at least this many prices.
 MIN_PRICES = 3
+# /rates takes four parameters; a request with many more is refused unread.
+MAX_PARAMETERS = 16
 
 
 class BadRequest(Exception):
@@ -116,6 +118,8 @@ def create_app(settings: Settings, database: Database | None = None) -> Flask:
 
     @app.get("/rates")
     def rates() -> Any:
+        if len(request.args) > MAX_PARAMETERS:
+            raise BadRequest(f"too many query parameters: at most {MAX_PARAMETERS}")
         date_from = _date("date_from")
         date_to = _date("date_to")
         orig = _code("orig_code")
