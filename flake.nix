@@ -42,15 +42,19 @@
       });
 
       checks = eachSystem (pkgs:
-        pkgs.callPackage ./nix/checks.nix {
-          rates = ratesFor pkgs;
-          formatter = formatterFor pkgs;
-        }
-        # TODO: NixOS VM tests go here, Linux only, one attribute per nix/tests/<name>.nix:
-        # // lib.optionalAttrs pkgs.stdenv.hostPlatform.isLinux {
-        #   vm-<name> = pkgs.testers.runNixOSTest (import ./nix/tests/<name>.nix { inherit self; });
-        # }
-      );
+        let
+          packageAndLint = pkgs.callPackage ./nix/checks.nix {
+            rates = ratesFor pkgs;
+            formatter = formatterFor pkgs;
+          };
+          # NixOS VM tests, one per nix/tests/<name>.nix; Linux only
+          # (x86_64-linux and aarch64-linux here).
+          vmTests = lib.optionalAttrs pkgs.stdenv.hostPlatform.isLinux {
+            vm-single = pkgs.testers.runNixOSTest (import ./nix/tests/single.nix { inherit self; });
+            vm-cluster = pkgs.testers.runNixOSTest (import ./nix/tests/cluster.nix { inherit self; });
+          };
+        in
+        packageAndLint // vmTests);
 
       # nixfmt (RFC 166) is nixpkgs' own formatter but cannot be installed on the
       # machines that run this repository's static checks, so the flake exposes
@@ -63,8 +67,15 @@
         text = ''exec nixpkgs-fmt "''${@:-.}"'';
       });
 
-      # TODO(#4): export the NixOS module once nix/module.nix exists. Importing a
-      # missing file fails `nix flake check`, which evaluates this output.
-      # nixosModules.default = lib.modules.importApply ./nix/module.nix { inherit self; };
+      nixosModules.default = lib.modules.importApply ./nix/module.nix { inherit self; };
+
+      # One host with everything (nix/hosts/single.nix), and the cluster's
+      # db, api1, api2 and lb (nix/hosts/cluster.nix). See docs/deploy.md.
+      nixosConfigurations =
+        let
+          nixos = host: lib.nixosSystem { modules = [ self.nixosModules.default host ]; };
+          cluster = import ./nix/hosts/cluster.nix;
+        in
+        lib.mapAttrs (_: nixos) ({ single = ./nix/hosts/single.nix; } // cluster.hosts);
     };
 }
