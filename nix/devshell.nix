@@ -38,6 +38,8 @@ mkShell {
       editable
       ps.pytest
       ps.hypothesis
+      ps.schemathesis
+      ps.detect-secrets
     ]))
     postgresql # initdb, postgres, psql: the tests' servers and the stack's
     process-compose

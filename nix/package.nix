@@ -71,6 +71,9 @@ python3Packages.buildPythonApplication {
   disabledTestPaths = [
     "tests/e2e"
     "tests/static"
+    # schemathesis' Python API changed between major releases; the fuzzing
+    # runs in .ci/run with the release pyproject.toml pins (4.x).
+    "tests/integration/test_openapi.py"
   ];
 
   # Test the installed package, not the source tree: only the installed one

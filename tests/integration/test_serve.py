@@ -140,3 +140,17 @@ def test_sigterm_finishes_requests_in_flight(
     request.join(timeout=30)
     assert answer == [(200, {"status": "ready"})]
     assert server.proc.wait(timeout=60) == 0, server.log()
+
+
+def test_a_very_long_request_is_refused_before_the_app(server: Server) -> None:
+    """gunicorn's request-line limit: a 5,000-character parameter never reaches Flask."""
+    import urllib.error
+    import urllib.request
+
+    url = server.url + JANUARY + "&orig_code=" + "A" * 5000
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=10)  # noqa: S310 (loopback only)
+    refused.value.close()
+    # 414 URI Too Long from gunicorn 24 on; 400 Bad Request before.
+    assert refused.value.code in (400, 414)
+    assert "rates.app" not in server.log()

@@ -33,8 +33,9 @@ def require_binaries(*names: str) -> None:
 class Cluster:
     """One PostgreSQL server on 127.0.0.1 and a short socket directory, superuser `postgres`."""
 
-    def __init__(self, base: Path, password: str | None = None) -> None:
+    def __init__(self, base: Path, password: str | None = None, conf: str = "") -> None:
         require_binaries("initdb", "pg_ctl", "postgres", "psql")
+        base.mkdir(parents=True, exist_ok=True)
         self.data = base / "data"
         # Socket paths break past ~100 bytes; pytest's tmp paths can be long.
         self.socket_dir = Path(tempfile.mkdtemp(prefix="pg-"))
@@ -58,13 +59,17 @@ class Cluster:
             pwfile = base / "pwfile"
             pwfile.write_text(password + "\n")
             cmd += ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"]
-        subprocess.run(cmd, check=True, capture_output=True)
-        with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write(
+        try:
+            subprocess.run(cmd, check=True, capture_output=True)
+        finally:
+            if password is not None:
+                pwfile.unlink()
+        with (self.data / "postgresql.conf").open("a") as f:
+            f.write(
                 f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
                 f"unix_socket_directories = '{self.socket_dir}'\n"
                 "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
-                "max_connections = 50\n"
+                "max_connections = 50\n" + conf
             )
 
     def env(self, database: str = "postgres") -> dict[str, str]:

@@ -64,7 +64,8 @@ class Server:
         wait_until(up, f"rates-serve to answer {path}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         with open(self.log_path) as f:
             return f.read()
 
@@ -74,3 +75,30 @@ class Server:
         code = self.proc.wait(timeout=60)
         self._log.close()
         return code
+
+
+class Load:
+    """tests/testlib/load.py in a second process, until stop()."""
+
+    def __init__(self, urls: list[str], out: os.PathLike[str], concurrency: int = 8) -> None:
+        import sys
+        from pathlib import Path
+
+        self.out = Path(out)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("load.py")),
+                *urls,
+                "--out",
+                str(self.out),
+                "--concurrency",
+                str(concurrency),
+            ]
+        )
+
+    def stop(self) -> list[dict[str, Any]]:
+        self.proc.terminate()
+        assert self.proc.wait(timeout=60) == 0
+        with self.out.open() as f:
+            return [json.loads(line) for line in f]

@@ -12,6 +12,7 @@ from rates.settings import VARIABLES, SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = {"PGDATABASE": "rates"}
+PASSWORD = "s3cret"  # pragma: allowlist secret (test data)
 
 
 def test_defaults() -> None:
@@ -97,13 +98,13 @@ def test_required_database_name() -> None:
 
 def test_password_file(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
-    secret.write_text("s3cret\nignored\n")
+    secret.write_text(f"{PASSWORD}\nignored\n")
     s = settings.load({**BASE, "PGPASSWORD_FILE": str(secret)})
-    assert s.password == "s3cret"
-    assert s.connect_kwargs()["password"] == "s3cret"
+    assert s.password == PASSWORD
+    assert s.connect_kwargs()["password"] == PASSWORD
     env = s.child_env({"PGPASSWORD_FILE": str(secret), "PATH": "/bin", "PGHOST": "elsewhere"})
     assert env == {
-        "PGPASSWORD": "s3cret",
+        "PGPASSWORD": PASSWORD,
         "PATH": "/bin",
         "PGDATABASE": "rates",
         "PGCONNECT_TIMEOUT": "5",

@@ -1,0 +1,76 @@
+"""A load generator in a second process, recording every request it makes.
+
+    python load.py URL [URL ...] --out FILE [--concurrency 8] [--max-seconds 120]
+
+Each of `concurrency` threads sends GET requests in a loop, cycling through
+the URLs, each on a new connection (so that a server reload never meets a
+half-closed keep-alive connection, and every failure is the server's), until
+SIGTERM or SIGINT, or `max-seconds` as a safety bound. On the way out it
+writes one JSON line per request: start (time.time(), to line up with the
+test's own events), latency (seconds) and status (an HTTP status, or the
+error's name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import signal
+import threading
+import time
+import urllib.parse
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("urls", nargs="+")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-seconds", type=float, default=120)
+    parser.add_argument("--timeout", type=float, default=30)
+    args = parser.parse_args()
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    started = time.monotonic()
+    records: list[tuple[float, float, int | str]] = []
+    lock = threading.Lock()
+    targets = [urllib.parse.urlsplit(u) for u in args.urls]
+
+    def worker(offset: int) -> None:
+        i = offset
+        mine = []
+        while not stop.is_set() and time.monotonic() - started < args.max_seconds:
+            url = targets[i % len(targets)]
+            i += 1
+            wall, t0 = time.time(), time.monotonic()
+            try:
+                conn = http.client.HTTPConnection(url.hostname, url.port, timeout=args.timeout)
+                try:
+                    conn.request("GET", f"{url.path}?{url.query}")
+                    response = conn.getresponse()
+                    response.read()
+                    status: int | str = response.status
+                finally:
+                    conn.close()
+            except OSError as exc:
+                status = type(exc).__name__
+            mine.append((wall, time.monotonic() - t0, status))
+        with lock:
+            records.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(args.concurrency)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        for t in threads:
+            t.join(timeout=0.1)
+    with open(args.out, "w") as f:
+        for start, latency, status in sorted(records):
+            f.write(json.dumps({"start": start, "latency": latency, "status": status}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
