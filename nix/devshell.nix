@@ -38,6 +38,7 @@ mkShell {
       editable
       ps.pytest
       ps.hypothesis
+      ps.pyyaml
       ps.schemathesis
       ps.detect-secrets
     ]))

@@ -23,8 +23,10 @@ python3Packages.buildPythonApplication {
     fileset = lib.fileset.unions [
       ../pyproject.toml
       (lib.fileset.maybeMissing ../README.md)
-      # The settings test holds rates/settings.py and .env.example in step.
+      # Unit tests read these: .env.example against rates/settings.py, and
+      # the local stack's configuration.
       ../.env.example
+      ../process-compose.yaml
       ../rates
       ../db
       ../tests
@@ -47,6 +49,7 @@ python3Packages.buildPythonApplication {
   nativeCheckInputs = [
     python3Packages.pytestCheckHook
     python3Packages.hypothesis
+    python3Packages.pyyaml
     # The integration tests start their own throwaway server from initdb,
     # pg_ctl and postgres on PATH. postgresqlTestHook
     # (pkgs/by-name/po/postgresqlTestHook) is therefore not used: it would

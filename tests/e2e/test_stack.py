@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,6 +160,51 @@ def test_stack_lifecycle(stack: Stack) -> None:
     assert get(stack.url + JANUARY) == answer
     api_after = stack.processes()["api"]
     assert (api_after["pid"], api_after["restarts"]) == (api_before["pid"], 0)
+
+    # The stack's PostgreSQL listens on loopback only, with no Unix socket.
+    psql = subprocess.run(
+        [
+            "psql",
+            "-X",
+            "-tA",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(stack.pg_port),
+            "-U",
+            "rates",
+            "-d",
+            "rates",
+            "-c",
+            "SHOW listen_addresses",
+            "-c",
+            "SHOW unix_socket_directories",
+        ],
+        env={**stack.env, "PGPASSFILE": str(stack.state / "pgpass")},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert psql.stdout.split("\n")[:2] == ["127.0.0.1", ""]
+
+    # The API killed outright is restarted by process-compose.
+    api_pid = stack.processes()["api"]["pid"]
+    killed = time.monotonic()
+    os.kill(api_pid, signal.SIGKILL)
+    wait_until(
+        lambda: (
+            stack.processes()["api"]["pid"] not in (api_pid, 0)
+            and get(stack.url + "/readyz", 2)[0] == 200
+        ),
+        "the API back after SIGKILL",
+        timeout=60,
+    )
+    print(f"\n[figures] api SIGKILL: ready again after {time.monotonic() - killed:.2f} s")
+    assert get(stack.url + JANUARY) == answer
+
+    # No secret in the processes' output.
+    password = (stack.state / "pgpass").read_text().strip().rsplit(":", 1)[1]
+    assert password not in stack.output()
 
     # A clean stop leaves nothing behind; the data stays.
     assert stack.down() == 0
