@@ -54,8 +54,19 @@ mkShell {
     deadnix
     wrk
   ];
-  # The editable install resolves $REPO_ROOT when Python starts.
+  # The editable install resolves $REPO_ROOT when Python starts: the root of
+  # the checkout `nix develop` was started in, from any subdirectory of it.
   shellHook = ''
-    export REPO_ROOT="''${REPO_ROOT:-$PWD}"
+    if [ -z "''${REPO_ROOT:-}" ]; then
+      REPO_ROOT="$PWD"
+      while [ "$REPO_ROOT" != / ] && [ ! -f "$REPO_ROOT/rates/__init__.py" ]; do
+        REPO_ROOT="$(dirname "$REPO_ROOT")"
+      done
+      if [ "$REPO_ROOT" = / ]; then
+        echo "rates dev shell: no rates/ above $PWD; set REPO_ROOT to the checkout" >&2
+        REPO_ROOT="$PWD"
+      fi
+    fi
+    export REPO_ROOT
   '';
 }
