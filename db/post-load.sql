@@ -13,3 +13,8 @@ CREATE INDEX IF NOT EXISTS ports_parent_slug_idx ON ports (parent_slug);
 ANALYZE regions;
 ANALYZE ports;
 ANALYZE prices;
+
+-- Tells running services that the data changed: they drop the answers they keep
+-- (rates/app.py AnswerCache). A notification is delivered only when the load's
+-- transaction commits, and never when it rolls back.
+NOTIFY rates_data;

@@ -12,7 +12,9 @@ left `idle in transaction`.
 
 from __future__ import annotations
 
+import select
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,6 +100,84 @@ class Database:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+
+# rates-seed sends NOTIFY on this channel in the transaction that loads new data
+# (db/post-load.sql), so the notification arrives when that transaction commits.
+CHANNEL = "rates_data"
+
+
+class DataVersion:
+    """Whether the data is unchanged since an answer was computed, from LISTEN rates_data.
+
+    `current()` is a generation number, or None when nothing can be promised: no
+    listening connection (not started, PostgreSQL down), or a message waiting on it
+    (a notification, or the server closing it) that the listening thread has not
+    handled yet. The thread bumps the generation before it reads anything, so an
+    answer tagged with a generation is served again only while no notification
+    has arrived since it was computed.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._conn: psycopg2.extensions.connection | None = None
+        self._generation = 0
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start listening, once per process; the thread connects in the background."""
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="rates-listen", daemon=True)
+                self._thread.start()
+
+    def current(self) -> int | None:
+        conn = self._conn
+        if conn is None:
+            return None
+        try:
+            # Readability first, then the generation: see _listen().
+            waiting, _, _ = select.select([conn], [], [], 0)
+        except (OSError, ValueError):
+            return None
+        return None if waiting else self._generation
+
+    def _changed(self, conn: psycopg2.extensions.connection | None) -> None:
+        with self._lock:
+            self._generation += 1
+            self._conn = conn
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn = psycopg2.connect("", **self._settings.connect_kwargs())
+            except Exception:  # down, refused, no slot: answers are simply not kept
+                time.sleep(1)
+                continue
+            try:
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute(f"LISTEN {CHANNEL}")
+                # Anything kept before this point may predate a load we did not hear of.
+                self._changed(conn)
+                self._listen(conn)
+            except Exception:  # the connection broke: forget everything kept
+                self._changed(None)
+            finally:
+                conn.close()
+            time.sleep(0.5)
+
+    def _listen(self, conn: psycopg2.extensions.connection) -> None:
+        while True:
+            select.select([conn], [], [])
+            # Bump before reading, so that between the read and the bump no caller
+            # sees an idle socket and the old generation.
+            self._changed(conn)
+            conn.poll()
+            conn.notifies.clear()
 
 
 def _first_line(exc: BaseException) -> str:
