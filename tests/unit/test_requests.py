@@ -130,3 +130,17 @@ def test_daily_rates_lists_every_day_downwards() -> None:
 def test_daily_rates_at_the_first_representable_day() -> None:
     first = dt.date.min
     assert daily_rates([], first, first) == [{"day": "0001-01-01", "count": None, "price": None}]
+
+
+def test_an_unexpected_error_is_a_json_500_without_details() -> None:
+    app = create_app(settings.load(NOWHERE))
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    r = app.test_client().get("/boom")
+    assert (r.status_code, r.json) == (
+        500,
+        {"error": "internal_error", "message": "internal server error"},
+    )
