@@ -21,9 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import CONTRACT, REFERENCE_DUMP, ROOT, failed
 from testlib.postgres import free_port
+from testlib.sample import JANUARY
 from testlib.serve import get, wait_until
-
-JANUARY = "/rates?date_from=2016-01-01&date_to=2016-01-03&orig_code=CNSGH&dest_code=NLRTM"
 
 if shutil.which("process-compose") is None:
     pytest.skip(

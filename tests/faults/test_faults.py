@@ -20,19 +20,11 @@ import psycopg2
 import pytest
 from conftest import run_seed, seeded
 from testlib.postgres import Cluster
+from testlib.sample import JANUARY, JANUARY_BODY
 from testlib.serve import Load, Server, get, wait_until
 
 import rates.app
 from rates import sample
-
-JANUARY = "/rates?date_from=2016-01-01&date_to=2016-01-03&orig_code=CNSGH&dest_code=NLRTM"
-JANUARY_BODY = {
-    "rates": [
-        {"count": 4, "day": "2016-01-03", "price": 1528.0},
-        {"count": 4, "day": "2016-01-02", "price": 1535.25},
-        {"count": 5, "day": "2016-01-01", "price": 1561.6},
-    ]
-}
 
 
 def figures(name: str, **values: object) -> None:

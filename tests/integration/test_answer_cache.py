@@ -7,11 +7,10 @@ from pathlib import Path
 
 from conftest import run_seed, seeded
 from testlib.postgres import Cluster
+from testlib.sample import JANUARY
 from testlib.serve import Server, get, wait_until
 
 from rates import sample
-
-JANUARY = "/rates?date_from=2016-01-01&date_to=2016-01-03&orig_code=CNSGH&dest_code=NLRTM"
 
 
 def _listening(cluster: Cluster, db: str) -> int:

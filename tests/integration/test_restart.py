@@ -7,9 +7,8 @@ from pathlib import Path
 
 from conftest import seeded
 from testlib.postgres import Cluster
+from testlib.sample import JANUARY
 from testlib.serve import Server, get, wait_until
-
-JANUARY = "/rates?date_from=2016-01-01&date_to=2016-01-03&orig_code=CNSGH&dest_code=NLRTM"
 
 
 def test_readyz_and_rates_recover_after_postgres_restart(tmp_path: Path) -> None:

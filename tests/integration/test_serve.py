@@ -9,18 +9,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from testlib.postgres import Cluster
+from testlib.postgres import Cluster, locked
+from testlib.sample import JANUARY, JANUARY_BODY
 from testlib.serve import Server, get, wait_until
-
-JANUARY = "/rates?date_from=2016-01-01&date_to=2016-01-03&orig_code=CNSGH&dest_code=NLRTM"
-# The sample's answer (tests/integration/test_contract.py checks it against an oracle).
-JANUARY_BODY = {
-    "rates": [
-        {"count": 4, "day": "2016-01-03", "price": 1528.0},
-        {"count": 4, "day": "2016-01-02", "price": 1535.25},
-        {"count": 5, "day": "2016-01-01", "price": 1561.6},
-    ]
-}
 
 
 @pytest.fixture
@@ -84,29 +75,6 @@ def test_sigterm_finishes_requests_in_flight(
 ) -> None:
     """A request running when SIGTERM arrives still gets its answer; then exit 0."""
     db = sample_env["PGDATABASE"]
-    # Hold a lock that the readiness query has to wait for, so that a request
-    # is certainly in flight when the signal arrives.
-    locker = subprocess.Popen(
-        [
-            "psql",
-            "-X",
-            "-q",
-            "-h",
-            str(pg.socket_dir),
-            "-p",
-            str(pg.port),
-            "-U",
-            "postgres",
-            "-d",
-            db,
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    assert locker.stdin is not None
-    locker.stdin.write("BEGIN; LOCK TABLE regions IN ACCESS EXCLUSIVE MODE;\n")
-    locker.stdin.flush()
 
     def waiting() -> bool:
         return (
@@ -117,26 +85,14 @@ def test_sigterm_finishes_requests_in_flight(
             == "1"
         )
 
-    wait_until(
-        lambda: (
-            pg.psql(
-                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON "
-                "c.oid = l.relation WHERE c.relname = 'regions' "
-                "AND l.mode = 'AccessExclusiveLock'",
-                db,
-            )
-            == "1"
-        ),
-        "the lock on regions",
-    )
     answer: list[tuple[int, object]] = []
     request = threading.Thread(target=lambda: answer.append(get(server.url + "/readyz", 30)))
-    request.start()
-    wait_until(waiting, "the request to wait on the lock")
-    server.proc.send_signal(signal.SIGTERM)
-    locker.stdin.write("COMMIT;\n")
-    locker.stdin.close()
-    locker.wait(timeout=30)
+    # The readiness query waits for the lock, so a request is certainly in
+    # flight when the signal arrives.
+    with locked(pg, db, "regions"):
+        request.start()
+        wait_until(waiting, "the request to wait on the lock")
+        server.proc.send_signal(signal.SIGTERM)
     request.join(timeout=30)
     assert answer == [(200, {"status": "ready"})]
     assert server.proc.wait(timeout=60) == 0, server.log()

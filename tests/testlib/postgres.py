@@ -7,11 +7,14 @@ Nix dev shell and Debian's postgresql package put on PATH.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -143,3 +146,48 @@ class Cluster:
         if self.running():
             self.stop("immediate")
         shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def locked(cluster: Cluster, database: str, table: str) -> Iterator[None]:
+    """Hold an ACCESS EXCLUSIVE lock on `table` from another session until the block ends."""
+    holder = subprocess.Popen(
+        [
+            "psql",
+            "-X",
+            "-q",
+            "-h",
+            str(cluster.socket_dir),
+            "-p",
+            str(cluster.port),
+            "-U",
+            "postgres",
+            "-d",
+            database,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PGPASSWORD": cluster.password or ""},
+    )
+    assert holder.stdin is not None
+    try:
+        holder.stdin.write(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;\n")
+        holder.stdin.flush()
+        deadline = time.monotonic() + 30
+        while (
+            cluster.psql(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                f"WHERE c.relname = '{table}' AND l.mode = 'AccessExclusiveLock' AND l.granted",
+                database,
+            )
+            != "1"
+        ):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not lock {table}")
+            time.sleep(0.02)
+        yield
+    finally:
+        holder.stdin.write("ROLLBACK;\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
