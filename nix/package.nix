@@ -3,6 +3,7 @@
 { lib
 , python3Packages
 , postgresql
+, procps
 , addBinToPathHook
 , writableTmpDirAsHomeHook
 }:
@@ -50,6 +51,7 @@ python3Packages.buildPythonApplication {
     python3Packages.pytestCheckHook
     python3Packages.hypothesis
     python3Packages.pyyaml
+    procps # pgrep: the seed test finds rates-seed's psql child to kill it
     # The integration tests start their own throwaway server from initdb,
     # pg_ctl and postgres on PATH. postgresqlTestHook
     # (pkgs/by-name/po/postgresqlTestHook) is therefore not used: it would
