@@ -7,6 +7,7 @@ printed when a test fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -70,6 +71,10 @@ class Stack:
                 "--config",
                 str(ROOT / "process-compose.yaml"),
                 "--tui=false",
+                # process-compose appends the variables of ./.env after the
+                # environment's, so a developer's .env would override the
+                # ports and state directory set here.
+                "--disable-dotenv",
                 "--use-uds",
                 "--unix-socket",
                 str(self.socket),
@@ -129,7 +134,17 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     s = Stack(base, dump)
     yield s
     if s.proc is not None and s.proc.poll() is None:
-        os.killpg(s.proc.pid, signal.SIGKILL)
+        # Each process runs in a process group of its own, out of reach of a
+        # signal to process-compose's group: SIGTERM makes it stop them all.
+        s.proc.terminate()
+        try:
+            s.proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(s.proc.pid, signal.SIGKILL)
+            s.proc.wait()
+    for line in s.leftovers():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
     if failed(request.node):
         print(f"--- process-compose output ({s.log_path}) ---\n{s.output()}")
     else:
