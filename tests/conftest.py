@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import settings as hypothesis_settings
 from testlib.postgres import Cluster
+from testlib.serve import Server
 
 from rates import settings as settings_module
 from rates.app import create_app
@@ -75,6 +76,31 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster.start()
     yield cluster
     cluster.destroy()
+
+
+@pytest.fixture
+def own_pg(tmp_path: Path) -> Iterator[Cluster]:
+    """A PostgreSQL of the test's own, for tests that stop, restart or fill it."""
+    cluster = Cluster(tmp_path / "pg")
+    cluster.start()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Start the real rates-serve with this environment and wait for `ready`; stopped after."""
+    servers: list[Server] = []
+
+    def start(env: dict[str, str], ready: str = "/readyz") -> Server:
+        server = Server(env, tmp_path / f"serve{len(servers)}.log")
+        servers.append(server)
+        server.wait_ready(ready)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 _names = itertools.count()

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
@@ -32,20 +31,13 @@ def figures(name: str, **values: object) -> None:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path / "pg")
-    c.start()
-    yield c
-    c.destroy()
+def cluster(own_pg: Cluster) -> Cluster:
+    return own_pg
 
 
 @pytest.fixture
-def served(cluster: Cluster, tmp_path: Path) -> Iterator[Server]:
-    env = seeded(cluster.env())
-    server = Server({**env, "RATES_CONNECT_TIMEOUT": "2"}, tmp_path / "serve.log")
-    server.wait_ready("/readyz")
-    yield server
-    server.stop()
+def served(cluster: Cluster, start_server) -> Server:  # type: ignore[no-untyped-def]
+    return start_server({**seeded(cluster.env()), "RATES_CONNECT_TIMEOUT": "2"})
 
 
 def test_postgres_outage_under_load(cluster: Cluster, served: Server, tmp_path: Path) -> None:

@@ -3,43 +3,33 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from conftest import seeded
 from testlib.postgres import Cluster
 from testlib.sample import JANUARY
-from testlib.serve import Server, get, wait_until
+from testlib.serve import get, wait_until
 
 
-def test_readyz_and_rates_recover_after_postgres_restart(tmp_path: Path) -> None:
+def test_readyz_and_rates_recover_after_postgres_restart(own_pg: Cluster, start_server) -> None:  # type: ignore[no-untyped-def]
     # A server of its own: stopping the shared one would disturb other tests.
-    cluster = Cluster(tmp_path / "pg")
+    cluster = own_pg
+    server = start_server(seeded(cluster.env()))
+    answer = get(server.url + JANUARY)
+    assert answer[0] == 200
+    pid = server.proc.pid
+
+    cluster.stop()
+    started = time.monotonic()
+    status, body = get(server.url + "/readyz")
+    assert time.monotonic() - started < 5, "a request hung while the database was down"
+    assert status == 503
+    assert body["error"] == "unavailable"
+    assert body["message"].startswith("cannot connect to the database: ")
+    assert get(server.url + JANUARY)[0] == 503
+
     cluster.start()
-    server = None
-    try:
-        env = seeded(cluster.env())
-        server = Server(env, tmp_path / "serve.log")
-        server.wait_ready("/readyz")
-        answer = get(server.url + JANUARY)
-        assert answer[0] == 200
-        pid = server.proc.pid
-
-        cluster.stop()
-        started = time.monotonic()
-        status, body = get(server.url + "/readyz")
-        assert time.monotonic() - started < 5, "a request hung while the database was down"
-        assert status == 503
-        assert body["error"] == "unavailable"
-        assert body["message"].startswith("cannot connect to the database: ")
-        assert get(server.url + JANUARY)[0] == 503
-
-        cluster.start()
-        back = time.monotonic()
-        wait_until(lambda: get(server.url + "/readyz")[0] == 200, "/readyz to recover", timeout=30)
-        assert time.monotonic() - back < 5
-        assert get(server.url + JANUARY) == answer
-        assert server.proc.pid == pid and server.proc.poll() is None
-    finally:
-        if server is not None:
-            server.stop()
-        cluster.destroy()
+    back = time.monotonic()
+    wait_until(lambda: get(server.url + "/readyz")[0] == 200, "/readyz to recover", timeout=30)
+    assert time.monotonic() - back < 5
+    assert get(server.url + JANUARY) == answer
+    assert server.proc.pid == pid and server.proc.poll() is None
