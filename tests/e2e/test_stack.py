@@ -16,14 +16,16 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from conftest import CONTRACT, REFERENCE_DUMP, ROOT, failed
 from testlib.postgres import free_port
 from testlib.sample import JANUARY
-from testlib.serve import get, wait_until
+from testlib.serve import Load, get, outage_figures, wait_until
 
 if shutil.which("process-compose") is None:
     pytest.skip(
@@ -36,6 +38,7 @@ class Stack:
     """process-compose up, headless, with its control API on a Unix socket."""
 
     def __init__(self, base: Path, dump: Path | None) -> None:
+        self.base = base
         self.state = base / "state"
         self.socket = base / "pc.sock"
         self.pg_port = free_port()
@@ -51,6 +54,8 @@ class Stack:
         if dump is not None:
             self.env["RATES_DUMP"] = str(dump)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log: BinaryIO | None = None
+        self.started_at = 0  # the log's size when the last `up` began
 
     def pc(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -63,6 +68,8 @@ class Stack:
         )
 
     def up(self) -> None:
+        self.close_log()
+        self.started_at = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
@@ -109,11 +116,22 @@ class Stack:
         else:  # Ctrl-C in a terminal
             os.killpg(self.proc.pid, signal.SIGINT)
         code = self.proc.wait(timeout=120)
-        self.log.close()
+        self.close_log()
         return code
 
+    def close_log(self) -> None:
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
     def output(self) -> str:
+        """Everything process-compose and the processes wrote, over every start."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def output_of_last_start(self) -> str:
+        with self.log_path.open("rb") as f:
+            f.seek(self.started_at)
+            return f.read().decode(errors="replace")
 
     def leftovers(self) -> list[str]:
         """Processes still running from this stack, found by its state directory."""
@@ -145,6 +163,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     for line in s.leftovers():
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(line.split()[0]), signal.SIGKILL)
+    s.close_log()
     if failed(request.node):
         print(f"--- process-compose output ({s.log_path}) ---\n{s.output()}")
     else:
@@ -201,20 +220,41 @@ def test_stack_lifecycle(stack: Stack) -> None:
     )
     assert psql.stdout.split("\n")[:2] == ["127.0.0.1", ""]
 
-    # The API killed outright is restarted by process-compose.
+    # The API killed outright, under load, is restarted by process-compose.
     api_pid = stack.processes()["api"]["pid"]
-    killed = time.monotonic()
-    os.kill(api_pid, signal.SIGKILL)
-    wait_until(
-        lambda: (
-            stack.processes()["api"]["pid"] not in (api_pid, 0)
-            and get(stack.url + "/readyz", 2)[0] == 200
-        ),
-        "the API back after SIGKILL",
-        timeout=60,
-    )
-    print(f"\n[figures] api SIGKILL: ready again after {time.monotonic() - killed:.2f} s")
+    load = Load([stack.url + JANUARY], stack.base / "kill-load.jsonl", concurrency=4)
+    try:
+        time.sleep(2)  # the scenario: traffic flows before the kill
+        killed = time.time()
+        os.kill(api_pid, signal.SIGKILL)
+        wait_until(
+            lambda: (
+                stack.processes()["api"]["pid"] not in (api_pid, 0)
+                and get(stack.url + "/readyz", 2)[0] == 200
+            ),
+            "the API back after SIGKILL",
+            timeout=60,
+        )
+        ready = time.time()
+        time.sleep(2)  # the scenario: traffic flows after the restart
+    finally:
+        records = load.stop()
     assert get(stack.url + JANUARY) == answer
+    before = [r for r in records if r["start"] + r["latency"] < killed]
+    gap = [r for r in records if killed <= r["start"] + r["latency"] and r["start"] <= ready]
+    after = [r for r in records if r["start"] > ready]
+    assert before and after, (len(before), len(after))
+    assert {r["status"] for r in before} == {200}
+    assert {r["status"] for r in after} == {200}, Counter(r["status"] for r in after)
+    # While no server listens, a request is refused at once or cut off.
+    refused = Counter(r["status"] for r in gap if r["status"] != 200)
+    assert set(refused) <= {"ConnectionRefusedError", "ConnectionResetError", "RemoteDisconnected"}
+    # The load's clients retry at once, so a refused connection counts many times.
+    print(
+        f"\n[figures] api SIGKILL under load: ready again after {ready - killed:.2f} s;"
+        f" {len(records)} requests, of which {sum(refused.values())} were refused or cut off"
+        f" while no server listened ({dict(refused)}), 0 failed after it was ready"
+    )
 
     # No secret in the processes' output.
     password = (stack.state / "pgpass").read_text().strip().rsplit(":", 1)[1]
@@ -227,13 +267,42 @@ def test_stack_lifecycle(stack: Stack) -> None:
 
     # A second start loads nothing again, and serves the same answers.
     stack.up()
-    assert "rates-seed: nothing to do: the database already holds" in stack.output()
+    assert "rates-seed: nothing to do: the database already holds" in stack.output_of_last_start()
     assert get(stack.url + JANUARY) == answer
 
     # Ctrl-C stops everything too.
     stack.down(how="sigint")
     assert stack.leftovers() == []
     assert port_closed(stack.pg_port) and port_closed(stack.api_port)
+
+
+def test_postgres_outage_under_load(stack: Stack) -> None:
+    """PostgreSQL stopped for 10 s through process-compose: 503s, then answers, same API."""
+    stack.up()
+    answer = get(stack.url + JANUARY)
+    api_before = stack.processes()["api"]
+    load = Load([stack.url + JANUARY], stack.base / "outage-load.jsonl", concurrency=4)
+    try:
+        time.sleep(2)  # the scenario: traffic flows before the outage
+        down = time.time()
+        stack.pc("process", "stop", "postgres")
+        time.sleep(10)  # the scenario: a 10 s outage
+        up = time.time()
+        stack.pc("process", "start", "postgres")
+        wait_until(lambda: get(stack.url + "/readyz", 2)[0] == 200, "/readyz after the outage")
+        time.sleep(3)  # the scenario: traffic flows after recovery
+    finally:
+        records = load.stop()
+    assert get(stack.url + JANUARY) == answer
+    api_after = stack.processes()["api"]
+    assert (api_after["pid"], api_after["restarts"]) == (api_before["pid"], 0)
+    figures = outage_figures(records, down, up)
+    print(
+        "\n[figures] postgres stopped 10 s on the stack: "
+        + ", ".join(f"{k}={v}" for k, v in figures.items())
+    )
+    assert stack.down() == 0
+    assert stack.leftovers() == []
 
 
 def test_bad_dump_stops_the_stack(stack: Stack, tmp_path: Path) -> None:

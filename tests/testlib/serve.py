@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from typing import Any
 
 from testlib.postgres import free_port
@@ -102,3 +103,34 @@ class Load:
         assert self.proc.wait(timeout=60) == 0
         with self.out.open() as f:
             return [json.loads(line) for line in f]
+
+
+def outage_figures(records: list[dict[str, Any]], down: float, up: float) -> dict[str, Any]:
+    """Check a load record around a database outage from `down` to `up` (time.time()).
+
+    Before: every request answered 200. During (after half a second for the
+    database to finish going away): every request answered 503, none slower
+    than 2.5 s (RATES_CONNECT_TIMEOUT 2 s, and a refused connection is
+    immediate). After: the first 200 comes within 5 s of `up`, and every
+    request started after it is a 200. Returns the figures.
+    """
+    before = [r for r in records if r["start"] + r["latency"] < down]
+    during = [r for r in records if down + 0.5 < r["start"] and r["start"] + r["latency"] < up]
+    after = [r for r in records if r["start"] > up]
+    assert before and during and after, (len(before), len(during), len(after))
+    assert {r["status"] for r in before} == {200}
+    assert {r["status"] for r in during} == {503}, Counter(r["status"] for r in during)
+    slowest = max(r["latency"] for r in during)
+    assert slowest < 2.5, f"a request took {slowest:.2f} s during the outage"
+    first_ok = min(r["start"] + r["latency"] for r in after if r["status"] == 200)
+    recovery = first_ok - up
+    assert recovery < 5
+    settled = [r for r in after if r["start"] > first_ok]
+    assert {r["status"] for r in settled} == {200}, Counter(r["status"] for r in settled)
+    return {
+        "requests": len(records),
+        "answered_503_during_outage": len(during),
+        "other_errors": sum(r["status"] not in (200, 503) for r in records),
+        "slowest_during_outage_ms": round(slowest * 1000, 1),
+        "recovery_after_restart_s": round(recovery, 2),
+    }
