@@ -34,6 +34,21 @@ hypothesis_settings.register_profile("explore", database=None)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+def pytest_report_header() -> list[str]:
+    """The versions of the outside programs the tests run, for the CI log."""
+    lines = []
+    for name, argv in (
+        ("postgres", ["postgres", "--version"]),
+        ("process-compose", ["process-compose", "version", "--short"]),
+    ):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
+        except FileNotFoundError:
+            out = "not installed"
+        lines.append(f"{name}: {out}")
+    return lines
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The directory a test lives in is its level: tests/unit/... is marked `unit`."""
     for item in items:
