@@ -78,6 +78,13 @@ def test_results_are_complete(run: Path) -> None:
     assert list(stack["cold"]) == PHASES and list(stack["warm"]) == PHASES
     assert stack["memory"]["idle"]["total"]["pss_mib"] > 0
     assert set(stack["memory"]["load"]) == {"postgres", "api", "total"}
+    # The start under process-compose itself, where it is installed (.ci/run installs it).
+    pc = stack["process_compose"]
+    if shutil.which("process-compose") is None:
+        assert pc is None
+    else:
+        assert set(pc) == {"version", "cold", "warm"} and pc["version"].startswith("v")
+        assert pc["cold"] > 0 and pc["warm"] > 0
 
 
 def test_report_is_generated(run: Path) -> None:
