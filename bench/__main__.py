@@ -231,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
         log("the local stack: cold and warm start, memory")
         (work / "stack").mkdir()
         results["stack"] = stack.measure(work / "stack", cfg["stack_load_seconds"])
+        if results["stack"] is None:
+            log("the local stack: not measured, process-compose is not installed")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["machine"]["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]

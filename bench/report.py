@@ -159,24 +159,11 @@ def markdown(r: dict[str, Any], plot_names: list[str]) -> str:
         f"| January without the answer cache: requests/s | | {ncj['rps']['median']:,.0f} | "
         f"{ncj['rps']['median'] / oj['rps']['median']:.1f}x |",
         f"| errors (all runs) | {o['errors'] + oj['errors']} | {n['errors'] + nj['errors']} | |",
-        f"| local stack, empty data directory to first correct /rates | | "
-        f"{st['cold']['total']:.2f} s | |",
-        f"| local stack, second start | | {st['warm']['total']:.2f} s | |",
-        *(
-            [
-                f"| the same under `process-compose up` ({pc['version']}): first start / "
-                f"second start | | {pc['cold']:.2f} s / {pc['warm']:.2f} s | |"
-            ]
-            if (pc := st.get("process_compose"))
-            else []
-        ),
+        *_stack_headline(st),
         f"| rates-seed, {sc['largest']:,} prices | | {largest['rows_per_second']:,.0f} rows/s | |",
         f"| /rates p50 at {sc['largest']:,} prices (mix, without / with cache) | | "
         f"{sc['scenarios']['service-nocache/mix']['p50_ms']['median']:.2f} / "
         f"{sc['scenarios']['service/mix']['p50_ms']['median']:.2f} ms | |",
-        f"| whole stack resident (PSS), idle / under load | | "
-        f"{st['memory']['idle']['total']['pss_mib']:.0f} / "
-        f"{st['memory']['load']['total']['pss_mib']:.0f} MiB | |",
         "",
         "## Method",
         "",
@@ -252,54 +239,7 @@ def markdown(r: dict[str, Any], plot_names: list[str]) -> str:
         )
     if "workers.png" in plot_names:
         lines += ["", "![throughput against workers](performance/workers.png)"]
-    lines += [
-        "",
-        "## The local stack: start times and memory",
-        "",
-        "`bench/stack.py` times each phase by running the `command` of postgres-init, "
-        "postgres, seed and api from process-compose.yaml with bash, in their dependency "
-        "order, polling the readiness probes (the same commands) every "
-        f"{st['probe_poll_s'] * 1000:.0f} ms. The first correct answer is checked against an "
-        "answer computed from the sample dump itself.",
-        "",
-        *(
-            [
-                f"Under `process-compose up` itself ({pc['version']}), from the command to the "
-                f"first correct answer: **{pc['cold']:.2f} s** from an empty data directory, "
-                f"**{pc['warm']:.2f} s** on a second start. The difference is process-compose's "
-                "probe period: it polls each readiness probe every 1 s (`period_seconds`, its "
-                "smallest), and two probes gate the first answer.",
-            ]
-            if (pc := st.get("process_compose"))
-            else [
-                "process-compose was not installed for this run, so only the phases below were "
-                "timed; under process-compose each of the two probes adds up to its 1 s period."
-            ]
-        ),
-        "",
-        "| phase | cold start (empty data directory) s | second start s |",
-        "|---|---|---|",
-    ]
-    for phase in st["cold"]:
-        lines.append(f"| {phase} | {st['cold'][phase]:.3f} | {st['warm'].get(phase, 0):.3f} |")
-    mem = st["memory"]
-    lines += [
-        "",
-        "Resident memory of the stack (PostgreSQL and all its backends; the API's gunicorn "
-        "master and workers). PSS splits shared pages between the processes that map them, so "
-        "it adds up; the RSS sum counts PostgreSQL's shared buffers once per backend. Under "
-        f"load: the peak during {cfg['stack_load_seconds']:g} s of the mix "
-        f"({mem['load_rps']:,.0f} requests/s).",
-        "",
-        "| | idle PSS MiB | idle RSS MiB | under load PSS MiB | under load RSS MiB |",
-        "|---|---|---|---|---|",
-    ]
-    for part in ("postgres", "api", "total"):
-        i, ld = mem["idle"][part], mem["load"].get(part, {"pss_mib": 0, "rss_mib": 0})
-        lines.append(
-            f"| {part} | {i['pss_mib']:.0f} | {i['rss_mib']:.0f} | {ld['pss_mib']:.0f} | "
-            f"{ld['rss_mib']:.0f} |"
-        )
+    lines += _stack_section(st, cfg)
     lines += [
         "",
         "## rates-seed at scale",
@@ -374,3 +314,56 @@ Changes, each measured in the tables above:
 - Latency from wrk is measured from the client side and, like every closed-loop load
   generator, under-reports queueing when the server stalls (coordinated omission).
 """
+
+
+def _stack_headline(st: dict[str, Any] | None) -> list[str]:
+    if st is None:
+        return ["| local stack | | not measured: process-compose is not installed | |"]
+    return [
+        f"| local stack: `process-compose up` to the first correct /rates, empty data "
+        f"directory / second start | | {st['cold']['total']:.2f} s / "
+        f"{st['warm']['total']:.2f} s | |",
+        f"| whole stack resident (PSS), idle / under load | | "
+        f"{st['memory']['idle']['total']['pss_mib']:.0f} / "
+        f"{st['memory']['load']['total']['pss_mib']:.0f} MiB | |",
+    ]
+
+
+def _stack_section(st: dict[str, Any] | None, cfg: dict[str, Any]) -> list[str]:
+    lines = ["", "## The local stack: start times and memory", ""]
+    if st is None:
+        return [*lines, "Not measured: process-compose was not installed for this run."]
+    lines += [
+        f"`process-compose up` ({st['process_compose']}) on process-compose.yaml, headless, "
+        "with a state directory and ports of its own, as a user starts it. A phase ends when "
+        f"process-compose's control API, polled every {st['poll_s'] * 1000:.0f} ms, reports "
+        "the process completed or ready; the last when the API, started once the seed "
+        "completed, gives a correct answer, checked against one computed from the sample dump "
+        "itself. process-compose runs PostgreSQL's readiness probe every `period_seconds`, "
+        '1 s, its smallest: most of the "postgres ready" phase is that wait, not PostgreSQL '
+        "starting.",
+        "",
+        "| phase | cold start (empty data directory) s | second start s |",
+        "|---|---|---|",
+    ]
+    for phase in st["cold"]:
+        lines.append(f"| {phase} | {st['cold'][phase]:.3f} | {st['warm'].get(phase, 0):.3f} |")
+    mem = st["memory"]
+    lines += [
+        "",
+        "Resident memory of the stack (PostgreSQL and all its backends; the API's gunicorn "
+        "master and workers; not process-compose). PSS splits shared pages between the "
+        "processes that map them, so it adds up; the RSS sum counts PostgreSQL's shared "
+        f"buffers once per backend. Under load: the peak during {cfg['stack_load_seconds']:g} s "
+        f"of the mix ({mem['load_rps']:,.0f} requests/s).",
+        "",
+        "| | idle PSS MiB | idle RSS MiB | under load PSS MiB | under load RSS MiB |",
+        "|---|---|---|---|---|",
+    ]
+    for part in ("postgres", "api", "total"):
+        i, ld = mem["idle"][part], mem["load"].get(part, {"pss_mib": 0, "rss_mib": 0})
+        lines.append(
+            f"| {part} | {i['pss_mib']:.0f} | {i['rss_mib']:.0f} | {ld['pss_mib']:.0f} | "
+            f"{ld['rss_mib']:.0f} |"
+        )
+    return lines

@@ -1,29 +1,27 @@
-"""The local stack's start, timed two ways.
+"""The local stack's start, timed under process-compose itself, and its memory.
 
-Phase by phase: `Stack` reads the `command` of postgres-init, postgres, seed and api and
-their readiness probes from process-compose.yaml and runs them with bash, in dependency
-order, polling each probe every 20 ms. That times what each step costs, and runs where
-process-compose is not installed.
-
-As users start it: `under_process_compose` times `process-compose up` to the first
-correct answer. process-compose polls each probe every `period_seconds` (1 s), so it adds
-up to that period for each of the two probes that gate the first answer.
+`process-compose up` is started as a user starts it (headless, its control API on a Unix
+socket), with a state directory and ports of its own. Its control API is polled every
+20 ms for the moment each process completes or becomes ready, and the API for the first
+correct /rates answer, so the phases include process-compose's probe period (1 s, its
+smallest). Without process-compose installed, the stack is not measured.
 """
 
 from __future__ import annotations
 
+import http.client
 import io
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
-
-import yaml
 
 from bench.common import ROOT, free_port, get, tree
 from bench.load import Sampler, make_mix, wrk
@@ -73,113 +71,136 @@ def _same(answer: Any, expected: list[dict[str, Any]]) -> bool:
     return True
 
 
+# Each phase ends when process-compose reports this of that process; the last, when the
+# API (started once the seed completed) gives its first correct answer. The API's own
+# readiness probe gates nothing after it, so it is not waited for.
+MILESTONES = [
+    ("postgres-init (initdb)", "postgres-init", "completed"),
+    ("postgres ready (probe every 1 s)", "postgres", "ready"),
+    ("seed", "seed", "completed"),
+]
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=5)
+        self.socket_path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(5)
+        self.sock.connect(self.socket_path)
+
+
+def _reached(state: dict[str, Any], event: str) -> bool:
+    if event == "completed":
+        return state.get("status") == "Completed" and state.get("exit_code") == 0
+    return state.get("is_ready") == "Ready"
+
+
 class Stack:
-    def __init__(self, workdir: Path) -> None:
-        spec = yaml.safe_load((ROOT / "process-compose.yaml").read_text())
-        self.procs = spec["processes"]
+    """`process-compose up` on process-compose.yaml, in a directory of its own."""
+
+    def __init__(self, exe: str, workdir: Path) -> None:
+        self.exe = exe
         self.workdir = workdir
-        self.env = {**os.environ}
-        for item in spec.get("environment", []):
-            key, value = item.split("=", 1)
-            self.env[key] = value
-        self.env |= {
+        self.env = {
+            **os.environ,
             "RATES_STATE_DIR": str(workdir / "state"),
             "PGPORT": str(free_port()),
             "RATES_PORT": str(free_port()),
         }
         self.api_url = f"http://127.0.0.1:{self.env['RATES_PORT']}"
-        self.running: dict[str, subprocess.Popen[bytes]] = {}
-        self.logs = workdir / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
+        self.socket = workdir / "pc.sock"
+        self.control = ["--use-uds", "--unix-socket", str(self.socket)]
+        self.proc: subprocess.Popen[bytes] | None = None
 
-    def _bash(self, name: str, cmd: str, wait: bool) -> Any:
-        log = (self.logs / f"{name}.log").open("a")
-        proc = subprocess.Popen(
-            ["bash", "-c", cmd], cwd=self.workdir, env=self.env, stdout=log, stderr=log
-        )
-        if not wait:
-            return proc
-        code = proc.wait(timeout=600)
-        log.close()
-        if code != 0:
-            raise RuntimeError(f"stack step {name} failed ({code}); see {self.logs}/{name}.log")
-        return None
-
-    def _probe(self, name: str) -> None:
-        cmd = self.procs[name]["readiness_probe"]["exec"]["command"]
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.running[name].poll() is not None:
-                raise RuntimeError(f"{name} exited; see {self.logs}/{name}.log")
-            ok = subprocess.run(
-                ["bash", "-c", cmd],
-                cwd=self.workdir,
-                env=self.env,
-                capture_output=True,
-            )
-            if ok.returncode == 0:
-                return
-            time.sleep(POLL)
-        raise RuntimeError(f"{name} never became ready; see {self.logs}/{name}.log")
+    def processes(self) -> dict[str, dict[str, Any]]:
+        """process-compose's view of each process: GET /processes on its control socket."""
+        conn = _UnixHTTPConnection(self.socket)
+        try:
+            conn.request("GET", "/processes")
+            return {p["name"]: p for p in json.loads(conn.getresponse().read())["data"]}
+        finally:
+            conn.close()
 
     def start(self, path: str, expected: list[dict[str, Any]]) -> dict[str, float]:
-        """Start in process-compose's order; seconds per phase and to the first correct answer."""
-        phases: dict[str, float] = {}
-        t0 = mark = time.monotonic()
-
-        def lap(name: str) -> None:
-            nonlocal mark
-            now = time.monotonic()
-            phases[name] = round(now - mark, 3)
-            mark = now
-
-        self._bash("postgres-init", self.procs["postgres-init"]["command"], wait=True)
-        lap("postgres-init (initdb)")
-        self.running["postgres"] = self._bash("postgres", self.procs["postgres"]["command"], False)
-        self._probe("postgres")
-        lap("postgres start (to its readiness probe)")
-        self._bash("seed", self.procs["seed"]["command"], wait=True)
-        lap("seed")
-        self.running["api"] = self._bash("api", self.procs["api"]["command"], False)
-        self._probe("api")
-        lap("api start (to its readiness probe)")
+        """Seconds per phase, and from `process-compose up` to the first correct answer."""
+        up = [self.exe, "up", "--config", str(ROOT / "process-compose.yaml"), "--tui=false"]
+        with (self.workdir / "process-compose.log").open("ab") as log:
+            t0 = time.monotonic()
+            self.proc = subprocess.Popen(
+                [*up, "--disable-dotenv", *self.control],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        reached: dict[str, float] = {}
         while True:
-            status, body = get(self.api_url + path)
-            if status == 200 and _same(body, expected):
-                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"process-compose exited; see {self.workdir}")
             if time.monotonic() - t0 > 120:
-                raise RuntimeError(f"no correct /rates answer: {status} {body}")
+                raise RuntimeError(f"no correct /rates answer after 120 s; see {self.workdir}")
+            now = time.monotonic() - t0
+            try:
+                procs = self.processes()
+            except (OSError, ValueError):  # the control socket is not up yet
+                procs = {}
+            for phase, name, event in MILESTONES:
+                if _reached(procs.get(name, {}), event):
+                    reached.setdefault(phase, now)
+            if "seed" in reached:
+                try:
+                    status, body = get(self.api_url + path)
+                except OSError:
+                    status, body = 0, None
+                if status == 200 and _same(body, expected):
+                    reached["api start to the first correct /rates"] = time.monotonic() - t0
+                    break
             time.sleep(POLL)
-        lap("first /rates answer")
-        phases["total"] = round(time.monotonic() - t0, 3)
+        phases, mark = {}, 0.0
+        for phase, at in sorted(reached.items(), key=lambda item: item[1]):
+            phases[phase] = round(at - mark, 3)
+            mark = at
+        phases["total"] = round(mark, 3)
         return phases
 
     def roots(self) -> dict[str, int]:
-        return {name: proc.pid for name, proc in self.running.items()}
+        procs = self.processes()
+        return {name: procs[name]["pid"] for name in ("postgres", "api")}
 
     def stop(self) -> None:
-        # As process-compose stops them: the API first (SIGTERM), then PostgreSQL (SIGINT).
-        for name, sig in (("api", signal.SIGTERM), ("postgres", signal.SIGINT)):
-            proc = self.running.pop(name, None)
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(sig)
-                try:
-                    proc.wait(timeout=40)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        subprocess.run([self.exe, "down", *self.control], env=self.env, capture_output=True)
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
 
-def measure(workdir: Path, load_seconds: float) -> dict[str, Any]:
-    """A cold start, a warm start, and the stack's memory idle and under the mix."""
+def measure(workdir: Path, load_seconds: float) -> dict[str, Any] | None:
+    """A cold start, a warm start, and the stack's memory idle and under the mix.
+
+    None where process-compose is not installed.
+    """
+    exe = shutil.which("process-compose")
+    if exe is None:
+        return None
+    version = subprocess.run(
+        [exe, "version", "--short"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     path, expected = oracle()
-    stack = Stack(workdir)
-    result: dict[str, Any] = {"probe_poll_s": POLL, "path": path}
+    stack = Stack(exe, workdir)
+    result: dict[str, Any] = {"process_compose": version, "poll_s": POLL, "path": path}
     try:
         result["cold"] = stack.start(path, expected)
         stack.stop()
         result["warm"] = stack.start(path, expected)
-        time.sleep(1)
+        time.sleep(1)  # let the first answer's work settle before the idle sample
         roots = stack.roots()
         idle = Sampler(roots).sample()
         env = {
@@ -196,61 +217,4 @@ def measure(workdir: Path, load_seconds: float) -> dict[str, Any]:
         result["memory"]["processes"] = {name: len(tree(pid)) for name, pid in roots.items()}
     finally:
         stack.stop()
-    result["process_compose"] = under_process_compose(workdir / "pc", path, expected)
-    return result
-
-
-def under_process_compose(workdir: Path, path: str, expected: list[dict[str, Any]]) -> Any:
-    """`process-compose up`, cold then warm, to the first correct answer; None without it."""
-    exe = shutil.which("process-compose")
-    if exe is None:
-        return None
-    version = subprocess.run(
-        [exe, "version", "--short"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    workdir.mkdir(parents=True, exist_ok=True)
-    api_port = free_port()
-    env = {
-        **os.environ,
-        "RATES_STATE_DIR": str(workdir / "state"),
-        "PGPORT": str(free_port()),
-        "RATES_PORT": str(api_port),
-    }
-    control = ["--use-uds", "--unix-socket", str(workdir / "pc.sock")]
-    up = [exe, "up", "--config", str(ROOT / "process-compose.yaml"), "--tui=false"]
-    up += ["--disable-dotenv", *control]
-    result: dict[str, Any] = {"version": version}
-    for run in ("cold", "warm"):
-        with (workdir / "process-compose.log").open("ab") as log:
-            t0 = time.monotonic()
-            proc = subprocess.Popen(
-                up,
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            try:
-                while True:
-                    if proc.poll() is not None:
-                        raise RuntimeError(f"process-compose exited; see {workdir}")
-                    try:
-                        status, body = get(f"http://127.0.0.1:{api_port}{path}")
-                    except OSError:
-                        status, body = 0, None
-                    if status == 200 and _same(body, expected):
-                        break
-                    if time.monotonic() - t0 > 120:
-                        raise RuntimeError(f"no correct /rates answer: {status} {body}")
-                    time.sleep(POLL)
-                result[run] = round(time.monotonic() - t0, 3)
-            finally:
-                if proc.poll() is None:
-                    subprocess.run([exe, "down", *control], env=env, capture_output=True)
-                    try:
-                        proc.wait(timeout=120)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                        proc.wait()
     return result
