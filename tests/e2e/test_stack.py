@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -145,29 +145,40 @@ def port_closed(port: int) -> bool:
 
 
 @pytest.fixture
-def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    # A short base directory: PostgreSQL and process-compose put sockets there.
-    base = Path(tempfile.mkdtemp(prefix="rates-e2e-"))
-    dump = REFERENCE_DUMP if REFERENCE_DUMP.is_file() else None
-    s = Stack(base, dump)
-    yield s
-    if s.proc is not None and s.proc.poll() is None:
-        # Each process runs in a process group of its own, out of reach of a
-        # signal to process-compose's group: SIGTERM makes it stop them all.
-        s.proc.terminate()
-        try:
-            s.proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            os.killpg(s.proc.pid, signal.SIGKILL)
-            s.proc.wait()
-    for line in s.leftovers():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(line.split()[0]), signal.SIGKILL)
-    s.close_log()
-    if failed(request.node):
-        print(f"--- process-compose output ({s.log_path}) ---\n{s.output()}")
-    else:
-        shutil.rmtree(base, ignore_errors=True)
+def make_stack(request: pytest.FixtureRequest) -> Iterator[Callable[[], Stack]]:
+    """Stacks of the test's own; each stopped, checked for leftovers and, on failure, shown."""
+    stacks: list[Stack] = []
+
+    def make() -> Stack:
+        # A short base directory: PostgreSQL and process-compose put sockets there.
+        base = Path(tempfile.mkdtemp(prefix="rates-e2e-"))
+        stacks.append(Stack(base, REFERENCE_DUMP if REFERENCE_DUMP.is_file() else None))
+        return stacks[-1]
+
+    yield make
+    for s in stacks:
+        if s.proc is not None and s.proc.poll() is None:
+            # Each process runs in a process group of its own, out of reach of a
+            # signal to process-compose's group: SIGTERM makes it stop them all.
+            s.proc.terminate()
+            try:
+                s.proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(s.proc.pid, signal.SIGKILL)
+                s.proc.wait()
+        for line in s.leftovers():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+        s.close_log()
+        if failed(request.node):
+            print(f"--- process-compose output ({s.log_path}) ---\n{s.output()}")
+        else:
+            shutil.rmtree(s.base, ignore_errors=True)
+
+
+@pytest.fixture
+def stack(make_stack: Callable[[], Stack]) -> Stack:
+    return make_stack()
 
 
 def test_stack_lifecycle(stack: Stack) -> None:
@@ -303,6 +314,22 @@ def test_postgres_outage_under_load(stack: Stack) -> None:
     )
     assert stack.down() == 0
     assert stack.leftovers() == []
+
+
+def test_two_stacks_side_by_side(make_stack: Callable[[], Stack]) -> None:
+    """Two checkouts' stacks at once: their own ports, data and control sockets."""
+    first, second = make_stack(), make_stack()
+    first.up()
+    second.up()
+    answer = get(first.url + JANUARY)
+    assert answer[0] == 200 and get(second.url + JANUARY) == answer
+    assert first.processes()["postgres"]["pid"] != second.processes()["postgres"]["pid"]
+    assert first.down() == 0
+    assert first.leftovers() == [] and port_closed(first.pg_port)
+    # The other stack is untouched by the first one's stop.
+    assert get(second.url + JANUARY) == answer
+    assert second.down() == 0
+    assert second.leftovers() == []
 
 
 def test_bad_dump_stops_the_stack(stack: Stack, tmp_path: Path) -> None:
