@@ -17,8 +17,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from testlib.postgres import Cluster, free_port  # noqa: E402
 from testlib.serve import get, wait_until  # noqa: E402
+from testlib.stack import Stack  # noqa: E402
 
-__all__ = ["Cluster", "free_port", "get", "wait_until"]
+__all__ = ["Cluster", "Stack", "free_port", "get", "wait_until"]
 
 SHARED = Path(os.environ.get("RATES_SHARED_DATA", ROOT.parent / "shared" / "data"))
 REFERENCE_DUMP = SHARED / "rates.sql"

@@ -1,21 +1,17 @@
 """The local stack's start, timed under process-compose itself, and its memory.
 
 `process-compose up` is started as a user starts it (headless, its control API on a Unix
-socket), with a state directory and ports of its own. Its control API is polled every
-20 ms for the moment each process completes or becomes ready, and the API for the first
-correct /rates answer, so the phases include process-compose's probe period (1 s, its
-smallest). Without process-compose installed, the stack is not measured.
+socket), with a state directory and ports of its own: tests/testlib/stack.py, which the
+e2e tests use too. Its control API is polled every 20 ms for the moment each process
+completes or becomes ready, and the API for the first correct /rates answer, so the phases
+include process-compose's probe period (1 s, its smallest). Without process-compose
+installed, the stack is not measured.
 """
 
 from __future__ import annotations
 
-import http.client
 import io
-import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from collections import defaultdict
@@ -23,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from bench.common import ROOT, free_port, get, tree
+from bench.common import Stack, get, tree
 from bench.load import Sampler, make_mix, wrk
 from rates import sample
 
@@ -81,105 +77,44 @@ MILESTONES = [
 ]
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=5)
-        self.socket_path = str(path)
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(5)
-        self.sock.connect(self.socket_path)
-
-
 def _reached(state: dict[str, Any], event: str) -> bool:
     if event == "completed":
         return state.get("status") == "Completed" and state.get("exit_code") == 0
     return state.get("is_ready") == "Ready"
 
 
-class Stack:
-    """`process-compose up` on process-compose.yaml, in a directory of its own."""
-
-    def __init__(self, exe: str, workdir: Path) -> None:
-        self.exe = exe
-        self.workdir = workdir
-        self.env = {
-            **os.environ,
-            "RATES_STATE_DIR": str(workdir / "state"),
-            "PGPORT": str(free_port()),
-            "RATES_PORT": str(free_port()),
-        }
-        self.api_url = f"http://127.0.0.1:{self.env['RATES_PORT']}"
-        self.socket = workdir / "pc.sock"
-        self.control = ["--use-uds", "--unix-socket", str(self.socket)]
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def processes(self) -> dict[str, dict[str, Any]]:
-        """process-compose's view of each process: GET /processes on its control socket."""
-        conn = _UnixHTTPConnection(self.socket)
+def timed_start(stack: Stack, path: str, expected: list[dict[str, Any]]) -> dict[str, float]:
+    """Start the stack; seconds per phase, and from `up` to the first correct answer."""
+    t0 = time.monotonic()
+    stack.start()
+    reached: dict[str, float] = {}
+    while True:
+        stack.alive()
+        if time.monotonic() - t0 > 120:
+            raise RuntimeError(f"no correct /rates answer after 120 s; see {stack.log_path}")
+        now = time.monotonic() - t0
         try:
-            conn.request("GET", "/processes")
-            return {p["name"]: p for p in json.loads(conn.getresponse().read())["data"]}
-        finally:
-            conn.close()
-
-    def start(self, path: str, expected: list[dict[str, Any]]) -> dict[str, float]:
-        """Seconds per phase, and from `process-compose up` to the first correct answer."""
-        up = [self.exe, "up", "--config", str(ROOT / "process-compose.yaml"), "--tui=false"]
-        with (self.workdir / "process-compose.log").open("ab") as log:
-            t0 = time.monotonic()
-            self.proc = subprocess.Popen(
-                [*up, "--disable-dotenv", *self.control],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        reached: dict[str, float] = {}
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"process-compose exited; see {self.workdir}")
-            if time.monotonic() - t0 > 120:
-                raise RuntimeError(f"no correct /rates answer after 120 s; see {self.workdir}")
-            now = time.monotonic() - t0
+            procs = stack.processes()
+        except (OSError, ValueError):  # the control socket is not up yet
+            procs = {}
+        for phase, name, event in MILESTONES:
+            if _reached(procs.get(name, {}), event):
+                reached.setdefault(phase, now)
+        if "seed" in reached:
             try:
-                procs = self.processes()
-            except (OSError, ValueError):  # the control socket is not up yet
-                procs = {}
-            for phase, name, event in MILESTONES:
-                if _reached(procs.get(name, {}), event):
-                    reached.setdefault(phase, now)
-            if "seed" in reached:
-                try:
-                    status, body = get(self.api_url + path)
-                except OSError:
-                    status, body = 0, None
-                if status == 200 and _same(body, expected):
-                    reached["api start to the first correct /rates"] = time.monotonic() - t0
-                    break
-            time.sleep(POLL)
-        phases, mark = {}, 0.0
-        for phase, at in sorted(reached.items(), key=lambda item: item[1]):
-            phases[phase] = round(at - mark, 3)
-            mark = at
-        phases["total"] = round(mark, 3)
-        return phases
-
-    def roots(self) -> dict[str, int]:
-        procs = self.processes()
-        return {name: procs[name]["pid"] for name in ("postgres", "api")}
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        subprocess.run([self.exe, "down", *self.control], env=self.env, capture_output=True)
-        try:
-            self.proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+                status, body = get(stack.url + path)
+            except OSError:
+                status, body = 0, None
+            if status == 200 and _same(body, expected):
+                reached["api start to the first correct /rates"] = time.monotonic() - t0
+                break
+        time.sleep(POLL)
+    phases, mark = {}, 0.0
+    for phase, at in sorted(reached.items(), key=lambda item: item[1]):
+        phases[phase] = round(at - mark, 3)
+        mark = at
+    phases["total"] = round(mark, 3)
+    return phases
 
 
 def measure(workdir: Path, load_seconds: float) -> dict[str, Any] | None:
@@ -194,27 +129,28 @@ def measure(workdir: Path, load_seconds: float) -> dict[str, Any] | None:
         [exe, "version", "--short"], capture_output=True, text=True, check=True
     ).stdout.strip()
     path, expected = oracle()
-    stack = Stack(exe, workdir)
+    stack = Stack(workdir)
     result: dict[str, Any] = {"process_compose": version, "poll_s": POLL, "path": path}
     try:
-        result["cold"] = stack.start(path, expected)
-        stack.stop()
-        result["warm"] = stack.start(path, expected)
+        result["cold"] = timed_start(stack, path, expected)
+        stack.down()
+        result["warm"] = timed_start(stack, path, expected)
         time.sleep(1)  # let the first answer's work settle before the idle sample
-        roots = stack.roots()
+        procs = stack.processes()
+        roots = {name: procs[name]["pid"] for name in ("postgres", "api")}
         idle = Sampler(roots).sample()
         env = {
             "PGHOST": "127.0.0.1",
-            "PGPORT": stack.env["PGPORT"],
+            "PGPORT": str(stack.pg_port),
             "PGUSER": "rates",
             "PGDATABASE": "rates",
-            "PGPASSFILE": str(workdir / "state" / "pgpass"),
+            "PGPASSFILE": str(stack.state / "pgpass"),
         }
         paths = make_mix(env, 2000)
         with Sampler(roots) as sampler:
-            run = wrk(stack.api_url, paths, load_seconds, workdir, list(roots.values()))
+            run = wrk(stack.url, paths, load_seconds, workdir, list(roots.values()))
         result["memory"] = {"idle": idle, "load": sampler.peak, "load_rps": run["rps"]}
         result["memory"]["processes"] = {name: len(tree(pid)) for name, pid in roots.items()}
     finally:
-        stack.stop()
+        stack.kill()
     return result

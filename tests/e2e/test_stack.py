@@ -7,7 +7,6 @@ printed when a test fails.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -19,124 +18,18 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
-from conftest import CONTRACT, REFERENCE_DUMP, ROOT, failed
-from testlib.postgres import free_port
+from conftest import CONTRACT, REFERENCE_DUMP, failed
 from testlib.sample import JANUARY
 from testlib.serve import Load, get, outage_figures, wait_until
+from testlib.stack import Stack
 
 if shutil.which("process-compose") is None:
     pytest.skip(
         "process-compose is not installed: use `nix develop`, or .ci/install-process-compose",
         allow_module_level=True,
     )
-
-
-class Stack:
-    """process-compose up, headless, with its control API on a Unix socket."""
-
-    def __init__(self, base: Path, dump: Path | None) -> None:
-        self.base = base
-        self.state = base / "state"
-        self.socket = base / "pc.sock"
-        self.pg_port = free_port()
-        self.api_port = free_port()
-        self.url = f"http://127.0.0.1:{self.api_port}"
-        self.log_path = base / "process-compose.out"
-        self.env = {
-            **os.environ,
-            "RATES_STATE_DIR": str(self.state),
-            "PGPORT": str(self.pg_port),
-            "RATES_PORT": str(self.api_port),
-        }
-        if dump is not None:
-            self.env["RATES_DUMP"] = str(dump)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log: BinaryIO | None = None
-        self.started_at = 0  # the log's size when the last `up` began
-
-    def pc(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["process-compose", *args, "--use-uds", "--unix-socket", str(self.socket)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-
-    def up(self) -> None:
-        self.close_log()
-        self.started_at = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self.log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                "process-compose",
-                "up",
-                "--config",
-                str(ROOT / "process-compose.yaml"),
-                "--tui=false",
-                # process-compose appends the variables of ./.env after the
-                # environment's, so a developer's .env would override the
-                # ports and state directory set here.
-                "--disable-dotenv",
-                "--use-uds",
-                "--unix-socket",
-                str(self.socket),
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_until(
-            lambda: self._alive() and get(self.url + "/readyz", 2)[0] == 200,
-            "the API to be ready",
-            timeout=180,
-            interval=0.2,
-        )
-
-    def _alive(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"process-compose exited with {self.proc.returncode}")
-        return True
-
-    def processes(self) -> dict[str, dict]:
-        listing = json.loads(self.pc("process", "list", "--output", "json").stdout)
-        return {p["name"]: p for p in listing}
-
-    def down(self, how: str = "down") -> int:
-        assert self.proc is not None
-        if how == "down":
-            self.pc("down")
-        else:  # Ctrl-C in a terminal
-            os.killpg(self.proc.pid, signal.SIGINT)
-        code = self.proc.wait(timeout=120)
-        self.close_log()
-        return code
-
-    def close_log(self) -> None:
-        if self.log is not None:
-            self.log.close()
-            self.log = None
-
-    def output(self) -> str:
-        """Everything process-compose and the processes wrote, over every start."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def output_of_last_start(self) -> str:
-        with self.log_path.open("rb") as f:
-            f.seek(self.started_at)
-            return f.read().decode(errors="replace")
-
-    def leftovers(self) -> list[str]:
-        """Processes still running from this stack, found by its state directory."""
-        out = subprocess.run(["pgrep", "-af", str(self.state)], capture_output=True, text=True)
-        return out.stdout.splitlines()
 
 
 def port_closed(port: int) -> bool:
@@ -157,19 +50,7 @@ def make_stack(request: pytest.FixtureRequest) -> Iterator[Callable[[], Stack]]:
 
     yield make
     for s in stacks:
-        if s.proc is not None and s.proc.poll() is None:
-            # Each process runs in a process group of its own, out of reach of a
-            # signal to process-compose's group: SIGTERM makes it stop them all.
-            s.proc.terminate()
-            try:
-                s.proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                os.killpg(s.proc.pid, signal.SIGKILL)
-                s.proc.wait()
-        for line in s.leftovers():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(line.split()[0]), signal.SIGKILL)
-        s.close_log()
+        s.kill()
         if failed(request.node):
             print(f"--- process-compose output ({s.log_path}) ---\n{s.output()}")
         else:
