@@ -25,17 +25,11 @@ in
     import re
     import shlex
 
-    QUERY = (
-        "http://127.0.0.1:3000/rates"
-        "?date_from=2016-01-01&date_to=2016-01-03&orig_code=CNSGH&dest_code=NLRTM"
-    )
-    EXPECTED = {
-        "rates": [
-            {"count": 4, "day": "2016-01-03", "price": 1528.0},
-            {"count": 4, "day": "2016-01-02", "price": 1535.25},
-            {"count": 5, "day": "2016-01-01", "price": 1561.6},
-        ]
-    }
+    # The sample data's known answer, shared with tests/testlib/sample.py.
+    with open("${../../tests/testlib/sample_answer.json}") as f:
+        SAMPLE = json.load(f)
+    QUERY = "http://127.0.0.1:3000" + SAMPLE["path"]
+    EXPECTED = SAMPLE["body"]
     MAX_EXPOSURE = ${maxExposure}
 
 
