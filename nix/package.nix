@@ -1,10 +1,8 @@
 # The rates service: a Python application built from this repository's
-# pyproject.toml, with its unit and integration tests as the check phase.
+# pyproject.toml, with its unit tests as the check phase.
 { lib
 , python3Packages
 , postgresql
-, procps
-, addBinToPathHook
 , writableTmpDirAsHomeHook
 }:
 let
@@ -28,6 +26,7 @@ python3Packages.buildPythonApplication {
       # the local stack's configuration.
       ../.env.example
       ../process-compose.yaml
+      ../.envrc
       ../rates
       ../db
       ../tests
@@ -47,38 +46,28 @@ python3Packages.buildPythonApplication {
   # the wrappers get the default postgresql's bin/ (psql, pg_isready, ...).
   makeWrapperArgs = [ "--prefix" "PATH" ":" (lib.makeBinPath [ postgresql ]) ];
 
+  # The check phase is the unit tests and the import check: fast and
+  # hermetic, so that a loaded laptop or a busy builder never fails a user's
+  # first `nix run .#dev`. The levels that start servers are flake checks of
+  # their own (checks.integration, checks.e2e: nix/tests/pytest.nix).
   nativeCheckInputs = [
     python3Packages.pytestCheckHook
     python3Packages.hypothesis
-    python3Packages.pyyaml
-    procps # pgrep: the seed test finds rates-seed's psql child to kill it
-    # The integration tests start their own throwaway server from initdb,
-    # pg_ctl and postgres on PATH. postgresqlTestHook
-    # (pkgs/by-name/po/postgresqlTestHook) is therefore not used: it would
-    # start one shared server before the check phase that no test connects to.
-    postgresql
-    # Tests that run rates-seed or rates-serve find the installed ones.
-    addBinToPathHook
-    # initdb, hypothesis and libpq want a writable $HOME.
-    writableTmpDirAsHomeHook
+    python3Packages.pyyaml # tests/unit/test_stack_config.py reads process-compose.yaml
+    writableTmpDirAsHomeHook # hypothesis wants a writable $HOME
   ];
 
-  # pytestCheckHook turns this into `-m "((unit) or (integration))"`
-  # (pkgs/development/interpreters/python/hooks/pytest-check-hook.sh); e2e
-  # needs the whole stack and static the linters, neither of which belong in
-  # a package build.
-  enabledTestMarks = [
-    "unit"
-    "integration"
-  ];
-  # Not even collected: their modules may import tools (process-compose
-  # drivers, linters) that the build environment does not have.
+  # pytestCheckHook turns this into `-m "((unit))"`
+  # (pkgs/development/interpreters/python/hooks/pytest-check-hook.sh).
+  enabledTestMarks = [ "unit" ];
+  # Not even collected: their modules import tools (process-compose drivers,
+  # linters, schemathesis) that the build environment does not have.
   disabledTestPaths = [
+    "tests/integration"
+    "tests/faults"
     "tests/e2e"
+    "tests/bench"
     "tests/static"
-    # schemathesis' Python API changed between major releases; the fuzzing
-    # runs in .ci/run with the release pyproject.toml pins (4.x).
-    "tests/integration/test_openapi.py"
   ];
 
   # Test the installed package, not the source tree: only the installed one
@@ -86,10 +75,6 @@ python3Packages.buildPythonApplication {
   preCheck = ''
     rm -r rates
   '';
-
-  # The integration tests' servers listen on 127.0.0.1. The Linux sandbox has
-  # a loopback interface; the darwin sandbox needs this to allow it.
-  __darwinAllowLocalNetworking = true;
 
   pythonImportsCheck = [ "rates" ];
 
