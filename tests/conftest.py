@@ -25,6 +25,12 @@ SHARED = Path(os.environ.get("RATES_SHARED_DATA", ROOT.parent / "shared" / "data
 REFERENCE_DUMP = SHARED / "rates.sql"
 CONTRACT = SHARED / "contract_cases.json"
 
+# The dev shell (.envrc) exports the local stack's libpq variables for psql and
+# rates-seed. Every test passes the environment it means to its servers and
+# commands; none may reach the developer's stack, or take a setting from it.
+for _name in [n for n in os.environ if n.startswith(("PG", "RATES_")) and n != "RATES_SHARED_DATA"]:
+    del os.environ[_name]
+
 LEVELS = ("unit", "integration", "faults", "e2e", "bench", "static")
 
 # The same examples on every run, so that CI is reproducible and a failure is

@@ -12,7 +12,10 @@ from rates.app import create_app
 schemathesis = pytest.importorskip(
     "schemathesis",
     minversion="4.0",
-    reason="schemathesis 4 is not installed: pip install -e '.[test]'",
+    reason=(
+        "schemathesis 4 is not installed (nixpkgs has no package of it, so the Nix dev shell "
+        "lacks it): in a venv, pip install -e '.[test]'"
+    ),
 )
 
 # Generated requests per operation. Only /rates takes parameters; for the others

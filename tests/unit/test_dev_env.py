@@ -1,0 +1,106 @@
+""".envrc: the dev shell's libpq variables agree with the stack process-compose.yaml starts.
+
+Sourced by nix develop's shellHook, by direnv and by hand; each case runs it in
+bash with exactly the environment given, from a checkout of its own.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+LIBPQ = ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSFILE")
+
+
+def source_envrc(checkout: Path, env: dict[str, str], dotenv: str | None = None) -> dict[str, str]:
+    """The libpq variables after `source .envrc` in `checkout`, with exactly `env` besides PATH."""
+    shutil.copy(ROOT / ".envrc", checkout / ".envrc")
+    if dotenv is not None:
+        (checkout / ".env").write_text(dotenv)
+    out = subprocess.run(
+        [
+            "bash",
+            "-c",
+            'source ./.envrc && for v in "$@"; do printf "%s=%s\\n" "$v" "${!v}"; done',
+            "bash",
+            *LIBPQ,
+        ],
+        cwd=checkout,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stderr == ""
+    return dict(line.split("=", 1) for line in out.stdout.splitlines())
+
+
+@pytest.fixture(scope="module")
+def stack_defaults() -> dict[str, str]:
+    """What process-compose.yaml gives the seed and the API when nothing is configured."""
+    stack = yaml.safe_load((ROOT / "process-compose.yaml").read_text())
+    env = dict(item.split("=", 1) for item in stack["environment"])
+    seed = stack["processes"]["seed"]["command"]
+    state = re.search(r"\$\{RATES_STATE_DIR:-([^}]+)\}", seed).group(1)
+    pgport = re.search(r"\$\{PGPORT:-([0-9]+)\}", seed).group(1)
+    assert re.search(r'PGPASSFILE="\$\{RATES_STATE_DIR:-\.state\}/pgpass"', seed)
+    return {**env, "PGPORT": pgport, "state": state}
+
+
+def test_defaults_are_the_stacks(tmp_path: Path, stack_defaults: dict[str, str]) -> None:
+    got = source_envrc(tmp_path, {})
+    assert got == {
+        "PGHOST": stack_defaults["PGHOST"],
+        "PGPORT": stack_defaults["PGPORT"],
+        "PGUSER": stack_defaults["PGUSER"],
+        "PGDATABASE": stack_defaults["PGDATABASE"],
+        "PGPASSFILE": f"{tmp_path}/{stack_defaults['state']}/pgpass",
+    }
+    assert got["PGHOST"] == "127.0.0.1" and got["PGPORT"] == "5432"
+
+
+def test_dotenv_sets_the_port_and_state_as_for_process_compose(tmp_path: Path) -> None:
+    dotenv = 'PGPORT="6543"\nexport RATES_STATE_DIR=/srv/stack\nPGHOST=ignored.example\n'
+    got = source_envrc(tmp_path, {}, dotenv)
+    # PGHOST is fixed by process-compose.yaml's own environment, whatever .env says.
+    assert got == {
+        "PGHOST": "127.0.0.1",
+        "PGPORT": "6543",
+        "PGUSER": "rates",
+        "PGDATABASE": "rates",
+        "PGPASSFILE": "/srv/stack/pgpass",
+    }
+
+
+def test_exported_values_win(tmp_path: Path) -> None:
+    env = {
+        "PGHOST": "db.internal",
+        "PGPORT": "7000",
+        "PGUSER": "me",
+        "PGDATABASE": "other",
+        "PGPASSFILE": "/home/me/.pgpass",
+    }
+    assert source_envrc(tmp_path, env, "PGPORT=6543\n") == env
+
+
+def test_exported_state_dir_wins_and_is_relative_to_the_checkout(tmp_path: Path) -> None:
+    got = source_envrc(tmp_path, {"RATES_STATE_DIR": "second"}, "RATES_STATE_DIR=/srv/stack\n")
+    assert got["PGPASSFILE"] == f"{tmp_path}/second/pgpass"
+
+
+def test_leaves_no_helpers_behind(tmp_path: Path) -> None:
+    shutil.copy(ROOT / ".envrc", tmp_path / ".envrc")
+    out = subprocess.run(
+        ["bash", "-c", "source ./.envrc && compgen -A variable _rates; compgen -A function _rates"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout == ""
