@@ -460,6 +460,14 @@ in
           ExecStart = lib.escapeShellArgs (
             [ (lib.getExe' cfg.package "rates-seed") ] ++ lib.optional cfg.seed.replace "--replace"
           );
+          # A passing failure (PostgreSQL not ready within RATES_SEED_WAIT, a
+          # dropped connection) is retried until it succeeds, so the host
+          # recovers by itself. Exit status 2 (bad configuration) and 3 (other
+          # data already loaded, seed.replace unset) need an operator:
+          # retrying would only repeat them.
+          Restart = "on-failure";
+          RestartSec = 10;
+          RestartPreventExitStatus = [ 2 3 ];
           # Generating the sample data needs a temporary file: PrivateTmp.
         };
       };
@@ -492,11 +500,16 @@ in
             RestartSec = 5;
           };
         }
-        # The API starts only once the data is loaded, and not at all when
-        # the seed fails (e.g. exit 3: different data already loaded).
+        # The API starts once the seed has run. Wanted, not required:
+        # Requires= would restart the API whenever the seed restarts (a new
+        # dump, `nixos-rebuild switch`), dropping requests, and would keep it
+        # down after one failed seed until an operator acts. The API needs
+        # neither: /readyz answers 503 until the data is there, and rates-seed
+        # sends NOTIFY rates_data when it commits, so the running workers
+        # serve the new data without a restart.
         (lib.mkIf cfg.seed.enable {
           after = [ "rates-seed.service" ];
-          requires = [ "rates-seed.service" ];
+          wants = [ "rates-seed.service" ];
         })
       ];
     })

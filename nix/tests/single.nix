@@ -16,6 +16,9 @@ in
   nodes.machine = {
     imports = [ self.nixosModules.default ];
     services.rates.enable = true;
+    # The seed gives up on an absent PostgreSQL after 3 s instead of 30, so
+    # that the retry subtest below is quick.
+    services.rates.environment.RATES_SEED_WAIT = "3";
     # PostgreSQL, two gunicorn workers and the seed's generator at once.
     virtualisation.memorySize = 2048;
   };
@@ -99,10 +102,42 @@ in
         )
         rows = psql("SELECT count(*) FROM rates_seed")
         assert rows == "1", f"rates_seed holds {rows} rows, expected 1"
-        # rates.service requires the seed, so systemd restarted it too.
-        machine.wait_for_unit("rates.service")
+        assert_sample_data()
+
+    with subtest("the seed restarting leaves the API running"):
+        # rates.service wants the seed; Requires= would restart it with the seed.
+        pid = unit_property("rates.service", "MainPID")
+        assert pid == pid_before, (
+            f"rates.service was restarted with rates-seed (MainPID {pid_before} -> {pid})"
+        )
+
+    with subtest("a failed seed is retried until it succeeds"):
+        # PostgreSQL masked, then stopped: the seed's Wants= cannot start it again.
+        machine.succeed("systemctl mask --runtime postgresql.service")
+        machine.succeed("systemctl stop postgresql.service")
+        machine.succeed("systemctl restart --no-block rates-seed.service")
+        # It fails after RATES_SEED_WAIT (3 s) and is started again 10 s later.
+        machine.wait_until_succeeds(
+            "test $(systemctl show --property=NRestarts --value rates-seed.service) -ge 1",
+            timeout=120,
+        )
+        # Waiting for its next start (auto-restart), or running it.
+        state = unit_property("rates-seed.service", "ActiveState")
+        assert state == "activating", (
+            f"rates-seed.service is {state} while PostgreSQL is down, expected activating"
+        )
+        status = machine.succeed(
+            "curl --silent --output /dev/null --write-out '%{http_code}' http://127.0.0.1:3000/readyz"
+        )
+        assert status == "503", f"/readyz answered {status} with PostgreSQL down, expected 503"
+        machine.succeed("systemctl unmask --runtime postgresql.service")
+        machine.succeed("systemctl start postgresql.target")
+        # The next automatic start succeeds; nobody touches the seed.
+        machine.wait_until_succeeds("systemctl is-active rates-seed.service", timeout=120)
         machine.wait_until_succeeds("curl --fail --silent http://127.0.0.1:3000/readyz")
         assert_sample_data()
+        pid = unit_property("rates.service", "MainPID")
+        assert pid == pid_before, f"rates.service was restarted (MainPID {pid_before} -> {pid})"
 
     with subtest("rates.service is sandboxed"):
         report = machine.succeed("systemd-analyze security --no-pager rates.service")
