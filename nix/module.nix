@@ -299,8 +299,9 @@ in
         default = false;
         description = ''
           Whether rates-seed may replace different data that is already
-          loaded (`--replace`). Without it, a different dump makes the seed,
-          and so the API, refuse to start (exit status 3).
+          loaded (`--replace`). Without it, a different dump makes
+          rates-seed.service fail (exit status 3, not retried) and leaves the
+          loaded data, which the API goes on serving.
         '';
       };
     };
