@@ -326,7 +326,8 @@ def test_stack_lifecycle(stack: Stack) -> None:
     for service, inspected in c.items():
         settings = json.dumps(inspected)
         assert stack.password not in settings, f"the password is in {service}'s settings"
-    assert "PGPASSWORD_FILE=/run/secrets/pgpassword" in api["Config"]["Env"]
+    secret_path = "/run/secrets/pgpassword"
+    assert f"PGPASSWORD_FILE={secret_path}" in api["Config"]["Env"]
     assert stack.password not in stack.logs()
     assert stack.password not in stack.compose("config").stdout
 
