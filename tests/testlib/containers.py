@@ -45,10 +45,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# podman settings for a machine without systemd, as root (Debian 12's podman
-# 4.3): runc, as crun's cgroup handling fails in some sandboxes; cgroupfs, as
-# there is no systemd to ask; no default ulimits, which a sandbox may forbid
-# raising. Used unless CONTAINERS_CONF names a file of the user's own.
+# podman settings (Debian 12's podman 4.3, as root) for machines like this
+# project's CI: runc, as crun refuses their hybrid cgroup hierarchy ("cgroups
+# in hybrid mode not supported"); cgroupfs, as no systemd runs to manage
+# cgroups; no default ulimits, as podman's open-files limit for root
+# (1048576) is above the hard limit there (setrlimit RLIMIT_NOFILE: operation
+# not permitted). Used unless CONTAINERS_CONF names a file of the user's own.
 CONTAINERS_CONF = """\
 [containers]
 default_ulimits = []
@@ -201,7 +203,6 @@ class HealthTimer:
         self.api = api
         self.project = project
         self.env = env
-        self.runs: dict[str, int] = {}
         self._intervals: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="health-timer", daemon=True)
@@ -219,27 +220,25 @@ class HealthTimer:
         while not self._stop.wait(0.25):
             try:
                 running = [c for c in self.api.containers(self.project) if c["State"] == "running"]
-            except (OSError, AssertionError):
+                for container in running:
+                    self._tick(container["Id"], due)
+            # A container can go between listing and checking; the next tick goes on.
+            except (OSError, AssertionError, subprocess.TimeoutExpired):
                 continue
-            now = time.monotonic()
-            for container in running:
-                cid = container["Id"]
-                if cid not in due:
-                    check = self.api.inspect(cid)["Config"].get("Healthcheck") or {}
-                    interval = (check.get("Interval") or 30_000_000_000) / 1e9
-                    # None: no health check; the engine's first run comes one interval in.
-                    due[cid] = now + interval if check.get("Test") else float("inf")
-                    self.runs[cid] = 0
-                    self._intervals[cid] = interval
-                if now >= due[cid]:
-                    subprocess.run(
-                        ["podman", "healthcheck", "run", cid],
-                        env=self.env,
-                        capture_output=True,
-                        timeout=60,
-                    )
-                    self.runs[cid] += 1
-                    due[cid] = time.monotonic() + self._intervals[cid]
+
+    def _tick(self, cid: str, due: dict[str, float]) -> None:
+        if cid not in due:
+            check = self.api.inspect(cid)["Config"].get("Healthcheck") or {}
+            # Nanoseconds; the engine's default is 30 s, and its first run
+            # comes one interval after the start.
+            interval = (check.get("Interval") or 30_000_000_000) / 1e9
+            due[cid] = time.monotonic() + interval if check.get("Test") else float("inf")
+            self._intervals[cid] = interval
+        if time.monotonic() >= due[cid]:
+            subprocess.run(
+                ["podman", "healthcheck", "run", cid], env=self.env, capture_output=True, timeout=60
+            )
+            due[cid] = time.monotonic() + self._intervals[cid]
 
 
 # --- Stand-in images -----------------------------------------------------------------------
