@@ -2,16 +2,23 @@
 
 test_compose.py runs the file; this holds it to what the README says where no
 container engine is at hand, and to the names it shares with the local stack.
+The last tests have Compose itself read the file (`compose config` needs no
+engine) with a .env in the project directory, as a user's would be.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from testlib import containers
 
 from rates.settings import VARIABLES
 
@@ -157,3 +164,65 @@ def test_the_rates_containers_are_hardened(compose: dict) -> None:
         assert (service["read_only"], service["tmpfs"]) == (True, ["/tmp"])  # noqa: S108
         assert service["cap_drop"] == ["ALL"]
         assert service["security_opt"] == ["no-new-privileges:true"]
+
+
+@pytest.fixture(scope="module")
+def resolve():  # type: ignore[no-untyped-def]
+    """Compose's own reading of compose.yaml, with a .env beside it and this environment."""
+    compose = containers.compose_command()
+    if compose is None:
+        pytest.skip(
+            "Docker Compose v2 is not installed: .ci/install-docker-compose builds it from "
+            "source (Go), or install Docker's compose plugin"
+        )
+
+    def run(project: Path, dotenv: str = "", **env: str) -> dict[str, Any]:
+        (project / ".env").write_text(dotenv)
+        argv = [*compose, "--project-directory", str(project), "--file", str(ROOT / "compose.yaml")]
+        result = subprocess.run(
+            [*argv, "config", "--format", "json"],
+            # Nothing from the caller's environment but what finds the tool.
+            env={"PATH": os.environ["PATH"], "HOME": str(project), **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return json.loads(result.stdout)
+
+    return run
+
+
+def test_compose_reads_the_defaults(resolve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    c = resolve(tmp_path)
+    s = c["services"]
+    assert c["name"] == "rates"
+    assert (s["api"]["image"], s["postgres"]["image"]) == (
+        "rates:0.1.0",
+        "docker.io/library/postgres:17",
+    )
+    assert [(p["host_ip"], p["published"], p["target"]) for p in s["api"]["ports"]] == [
+        ("127.0.0.1", "3000", 3000)
+    ]
+    # No dump: an empty RATES_DUMP (the sample data) and /dev/null in place of the file.
+    assert s["seed"]["environment"]["RATES_DUMP"] == ""
+    assert s["seed"]["volumes"][0]["source"] == "/dev/null"
+    assert c["secrets"]["pgpassword"]["file"] == f"{tmp_path}/.state/secrets/pgpassword"
+
+
+def test_compose_reads_dotenv_and_the_environment_wins(resolve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    dotenv = (
+        "RATES_IMAGE=registry.example/rates:1.2.3\n"
+        "RATES_HOST=0.0.0.0\n"
+        "RATES_PORT=4000\n"
+        "RATES_DUMP=/srv/dumps/rates.sql\n"
+        "RATES_STATE_DIR=/srv/rates\n"
+    )
+    s = resolve(tmp_path, dotenv)["services"]
+    assert s["seed"]["image"] == s["api"]["image"] == "registry.example/rates:1.2.3"
+    assert [(p["host_ip"], p["published"]) for p in s["api"]["ports"]] == [("0.0.0.0", "4000")]
+    assert s["seed"]["environment"]["RATES_DUMP"] == "/run/rates/dump.sql"
+    assert s["seed"]["volumes"][0]["source"] == "/srv/dumps/rates.sql"
+    c = resolve(tmp_path, dotenv, RATES_PORT="5000", RATES_STATE_DIR="/etc/rates")
+    assert c["services"]["api"]["ports"][0]["published"] == "5000"
+    assert c["secrets"]["pgpassword"]["file"] == "/etc/rates/secrets/pgpassword"
