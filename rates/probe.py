@@ -60,7 +60,7 @@ def probe(host: str, port: int, timeout: float = TIMEOUT) -> tuple[bool, str]:
         return False, f"connection refused: is rates-serve running, and listening on port {port}?"
     except TimeoutError:
         return False, f"no answer within {timeout:g} s"
-    except (http.client.RemoteDisconnected, ConnectionResetError):
+    except ConnectionError:  # reset, aborted, broken pipe (refused is above)
         # Something listens there but does not speak HTTP: PostgreSQL, for
         # one, reads a few bytes and hangs up.
         return False, f"the connection closed without an HTTP answer: is port {port} the API's?"
