@@ -2,7 +2,8 @@
 # commands run the code in the working tree), the test tools, PostgreSQL and
 # process-compose for the local stack, and every linter the checks run; the
 # libpq variables point at the local stack (.envrc).
-{ mkShell
+{ lib
+, mkShell
 , python3
 , postgresql
 , process-compose
@@ -20,17 +21,15 @@
 let
   # An editable install (pkgs/development/interpreters/python/editable.nix):
   # a .pth file pointing at $REPO_ROOT, set by the shellHook below, plus
-  # rates-serve and rates-seed. rates/sql.py finds db/ beside rates/ there.
+  # pyproject.toml's console scripts (rates-serve, rates-seed, rates-probe).
+  # rates/sql.py finds db/ beside rates/ there.
   editable = python3.pkgs.mkPythonEditablePackage {
     pname = "rates";
     inherit (rates) version;
     root = "$REPO_ROOT";
     # The same runtime dependencies as nix/package.nix.
     dependencies = [ python3.pkgs.flask python3.pkgs.gunicorn python3.pkgs.psycopg2 ];
-    scripts = {
-      rates-serve = "rates.serve:main";
-      rates-seed = "rates.seed:main";
-    };
+    inherit ((lib.importTOML ../pyproject.toml).project) scripts;
   };
 in
 mkShell {

@@ -1,5 +1,6 @@
-# The service as an OCI image: `docker run IMAGE` serves on port 3000 and
-# `docker run IMAGE rates-seed` loads the data once. Configuration (PGHOST,
+# The service as an OCI image: `docker run IMAGE` serves on port 3000,
+# `docker run IMAGE rates-seed` loads the data once, and `rates-probe` is the
+# health check (compose.yaml runs all three). Configuration (PGHOST,
 # PGPASSWORD or PGPASSWORD_FILE, RATES_*) comes from the container's
 # environment; the image carries no secrets.
 #
@@ -16,7 +17,7 @@ dockerTools.buildLayeredImage {
   tag = rates.version;
 
   contents = [
-    rates # bin/rates-serve and bin/rates-seed, linked into /bin
+    rates # bin/rates-serve, bin/rates-seed and bin/rates-probe, linked into /bin
     # /etc/passwd and /etc/group with root and nobody (65534): libpq looks up
     # the current user's name for its default PGUSER.
     dockerTools.fakeNss

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from hypothesis import settings as hypothesis_settings
 from testlib.postgres import Cluster
+from testlib.reports import REPORTS
+from testlib.reports import failed as failed  # for the tests that import it from here
 from testlib.serve import Server
 
 from rates import settings as settings_module
@@ -26,12 +28,15 @@ REFERENCE_DUMP = SHARED / "rates.sql"
 CONTRACT = SHARED / "contract_cases.json"
 
 # The dev shell (.envrc) exports the local stack's libpq variables for psql and
-# rates-seed. Every test passes the environment it means to its servers and
-# commands; none may reach the developer's stack, or take a setting from it.
-for _name in [n for n in os.environ if n.startswith(("PG", "RATES_")) and n != "RATES_SHARED_DATA"]:
+# rates-seed, and a developer may export the service's own. Every test passes
+# the environment it means to its servers and commands; none may reach the
+# developer's stack, or take a setting from it. (Test knobs such as
+# RATES_SHARED_DATA and RATES_IMAGE stay.)
+_SETTINGS = {v.name for v in settings_module.VARIABLES} | {"RATES_STATE_DIR"}
+for _name in [n for n in os.environ if n.startswith("PG") or n in _SETTINGS]:
     del os.environ[_name]
 
-LEVELS = ("unit", "integration", "faults", "e2e", "bench", "static")
+LEVELS = ("unit", "integration", "faults", "e2e", "compose", "bench", "static")
 
 # The same examples on every run, so that CI is reproducible and a failure is
 # a real one; HYPOTHESIS_PROFILE=explore draws new examples each time.
@@ -63,19 +68,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(getattr(pytest.mark, parts[0]))
 
 
-_reports = pytest.StashKey[dict[str, pytest.TestReport]]()
-
-
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     """Keep each phase's report, so that fixtures can print logs when a test failed."""
     report = yield
-    item.stash.setdefault(_reports, {})[report.when] = report
+    item.stash.setdefault(REPORTS, {})[report.when] = report
     return report
-
-
-def failed(item: pytest.Item) -> bool:
-    return any(r.failed for r in item.stash.get(_reports, {}).values())
 
 
 def needs_reference_dump() -> None:

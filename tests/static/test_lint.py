@@ -30,10 +30,15 @@ def shell_scripts() -> list[str]:
     scripts = []
     for name in tracked():
         path = ROOT / name
-        if path.suffix == ".sh" or (
-            path.is_file()
-            and path.read_bytes()[:32].startswith(b"#!")
-            and b"bash" in path.read_bytes()[:32]
+        # .envrc is sourced by bash (and direnv's bash), never run: no shebang.
+        if (
+            path.suffix == ".sh"
+            or name == ".envrc"
+            or (
+                path.is_file()
+                and path.read_bytes()[:32].startswith(b"#!")
+                and b"bash" in path.read_bytes()[:32]
+            )
         ):
             scripts.append(name)
     return scripts
@@ -56,7 +61,7 @@ def test_ruff_format() -> None:
 
 def test_shellcheck() -> None:
     scripts = shell_scripts()
-    assert ".ci/run" in scripts
+    assert ".ci/run" in scripts and ".envrc" in scripts
     run("shellcheck", *scripts, install="apt-get install shellcheck")
 
 
