@@ -160,10 +160,14 @@ preflight() {
 # --- the steps ---
 
 deploy_db() {
+  # The API hosts that answer /readyz now must answer it with db switched.
+  local name ready=()
+  for name in "${apis[@]}"; do
+    is_ready "$name" && ready+=("$name")
+  done
   switch db || die "switching db failed; the API hosts still run the old release" \
     "Look at the output above, fix the configuration, and run this again."
-  local name
-  for name in "${apis[@]}"; do
+  for name in "${ready[@]}"; do
     wait_for "$name answers /readyz with db switched" is_ready "$name" ||
       die "$name does not answer /readyz since db was switched" \
         "The database host is the likely cause: ssh root@$(plan .db) journalctl -u postgresql -u rates-seed -e" \
