@@ -25,7 +25,7 @@ SHARED = Path(os.environ.get("RATES_SHARED_DATA", ROOT.parent / "shared" / "data
 REFERENCE_DUMP = SHARED / "rates.sql"
 CONTRACT = SHARED / "contract_cases.json"
 
-LEVELS = ("unit", "integration", "faults", "e2e", "bench", "static")
+LEVELS = ("unit", "integration", "faults", "e2e", "bench", "static", "cluster")
 
 # The same examples on every run, so that CI is reproducible and a failure is
 # a real one; HYPOTHESIS_PROFILE=explore draws new examples each time.

@@ -86,12 +86,14 @@ def test_malformed_value_is_one_line_naming_the_variable(name: str, value: str) 
 def test_build_is_the_version_and_the_label() -> None:
     version = importlib.metadata.version("rates")
     assert settings.load(BASE).build == version
-    assert settings.load({**BASE, "RATES_BUILD": "g1a2b3c.dirty"}).build == f"{version}+g1a2b3c.dirty"
+    assert (
+        settings.load({**BASE, "RATES_BUILD": "g1a2b3c.dirty"}).build == f"{version}+g1a2b3c.dirty"
+    )
 
 
 @pytest.mark.parametrize("label", ["-v1", "v1/2", "x" * 65, "v1\n"])
 def test_build_label_is_refused_unless_plain(label: str) -> None:
-    with pytest.raises(SettingsError, match="^RATES_BUILD: expected a label of 1 to 64 letters"):
+    with pytest.raises(SettingsError, match=r"^RATES_BUILD: expected a label of 1 to 64 letters"):
         settings.load({**BASE, "RATES_BUILD": label})
 
 
