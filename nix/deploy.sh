@@ -185,8 +185,9 @@ deploy_api() { # deploy_api NAME
   if ! $first; then
     for other in "${apis[@]}"; do
       [[ $other == "$name" ]] && continue
-      is_up "$other" || die "$other is not UP in HAProxy ($(server_field "$other" 18 || true)); $name was not touched" \
-        "Draining $name now would leave no API host in rotation. Bring $other back first."
+      wait_for "$other is UP in HAProxy, so $name may leave rotation" is_up "$other" ||
+        die "$other is not UP in HAProxy ($(server_field "$other" 18 || true)); $name was not touched" \
+          "Draining $name now would leave no API host in rotation. Bring $other back first."
     done
     haproxy "set server $backend/$name state drain" >/dev/null
     recover+=("then put it back into rotation: echo 'set server $backend/$name state ready' | ssh root@$(plan .lb) socat - UNIX-CONNECT:$admin_socket")

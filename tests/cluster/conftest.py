@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 from conftest import REFERENCE_DUMP, ROOT, failed
-from testlib.cluster import Cluster
+from testlib.cluster import Cluster, figures
 from testlib.netns import User
 
 HOW = (
-    'run it as root: sudo env "PATH=$PATH" .venv/bin/pytest -p no:cacheprovider -m cluster '
-    "(bash .ci/run does)"
+    'sudo env "PATH=$PATH" PYTHONDONTWRITEBYTECODE=1 .venv/bin/pytest -p no:cacheprovider '
+    '-m cluster (as bash .ci/run does; README.md, "The cluster level")'
 )
 TOOLS = {
     "ip": "apt-get install iproute2",
@@ -56,19 +56,22 @@ def require_root() -> User:
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     user = require_root()
-    # Short: PostgreSQL's socket directory is /run/postgresql on the host, but
-    # logs and data live here.
+    # Every host's files (its /run, data, logs), the user's alone: not under
+    # pytest's tmp_path, which root's run makes where the user cannot enter.
     work = Path(tempfile.mkdtemp(prefix="rates-cluster-"))
     os.chown(work, user.uid, user.gid)
     c = Cluster(work, user, REFERENCE_DUMP if REFERENCE_DUMP.is_file() else None)
     up = False
     try:
-        c.up(secrets.token_hex(24))
+        checked = c.up(secrets.token_hex(24))
+        figures("closed network, checked before any traffic", **checked)
         up = True
         yield c
     finally:
         if not up:
-            show_logs(c)
+            capture = request.config.pluginmanager.getplugin("capturemanager")
+            with capture.global_and_fixture_disabled():
+                show_logs(c)
         c.down()
         left = c.net.exists()
         processes = subprocess.run(
@@ -88,7 +91,10 @@ def show_logs(c: Cluster) -> None:
 
 @pytest.fixture(autouse=True)
 def logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
-    """On a failed test, the hosts' logs (the module's cluster, if the test used it)."""
+    """On a failed test, the hosts' logs (the module's cluster, if the test used it),
+    printed past pytest's capture: teardown's output is not shown otherwise."""
     yield
     if failed(request.node) and "cluster" in request.fixturenames:
-        show_logs(request.getfixturevalue("cluster"))
+        capture = request.config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled():
+            show_logs(request.getfixturevalue("cluster"))

@@ -360,7 +360,7 @@ def test_api_host_cut_off_under_load(cluster: Cluster) -> None:
         failed=sum(failed.values()),
         failures=dict(failed) or "none",
         slowest_s=round(slowest["latency"], 2),
-        slowest_started_after_cut_s=round(slowest["start"] - cut, 2),
+        slowest_in_flight_at_cut=slowest["start"] < cut < slowest["start"] + slowest["latency"],
         over_1s=sum(r["latency"] > 1 for r in records),
         requests_within_1s_of_cut=len(around),
         out_of_rotation_after_s=round(left, 2),
@@ -426,7 +426,9 @@ def test_deploy_checks_the_password_files_first(cluster: Cluster) -> None:
         "is missing or empty on: api2; nothing was changed"
     ) in result.stderr, result.stderr
     assert cluster.switched() == switched
-    assert cluster.servers() == all_up(cluster)
+    # Nothing drained: every API host still in rotation ("UP", or "UP 1/2" after
+    # one failed check).
+    assert {name: state.split()[0] for name, state in cluster.servers().items()} == all_up(cluster)
 
 
 def release(cluster: Cluster, label: str) -> Path:
@@ -468,7 +470,7 @@ def test_deploy_stops_at_a_host_that_does_not_become_ready(cluster: Cluster) -> 
     cluster.set_release("v1")
     result = cluster.deploy()
     assert result.returncode == 0, result.stderr
-    assert cluster.servers() == all_up(cluster)
+    cluster.wait_servers(all_up(cluster))
     figures("deploy stopped at a failing host", requests=len(records), failed=0, recovered=True)
 
 
@@ -498,7 +500,7 @@ def test_rolling_upgrade_under_load(cluster: Cluster) -> None:
     )
     through_lb = cluster.fetch([cluster.url("lb", "/healthz")] * 10)
     assert {a["headers"]["rates-build"] for a in through_lb} == {f"{VERSION}+v2"}
-    assert cluster.servers() == all_up(cluster)
+    cluster.wait_servers(all_up(cluster))
     assert failures(records) == Counter(), failures(records)
     figures(
         "rolling upgrade under load",

@@ -65,7 +65,6 @@ class State:
     work: str
     user: dict[str, Any]
     path: str
-    python: str
     dump: str | None
     release: dict[str, Any]
 
@@ -78,12 +77,26 @@ class State:
 
 
 class Cluster:
-    def __init__(self, work: Path, user: User, dump: Path | None) -> None:
+    def __init__(
+        self,
+        work: Path,
+        user: User,
+        dump: Path | None,
+        prefix: str | None = None,
+        path: str | None = None,
+    ) -> None:
         self.plan = Plan.load()
         self.work = work
         self.user = user
         self.dump = dump
-        self.net = Network(self.plan.hosts(), self.plan.network["prefixLength"], work, user)
+        self.net = Network(
+            self.plan.hosts(),
+            self.plan.network["prefixLength"],
+            work,
+            user,
+            prefix=prefix,
+            path=path,
+        )
         self.state_file = work / "state.json"
         self.bin = work / "bin"
         self.password: str | None = None
@@ -91,25 +104,15 @@ class Cluster:
 
     @classmethod
     def attach(cls, state_file: Path) -> tuple[Cluster, State]:
-        """The cluster another process built (the switch, run by the deploy script)."""
+        """The cluster another process built (for the switch, run by the deploy script)."""
         state = State.read(state_file)
-        cluster = cls.__new__(cls)
-        cluster.plan = Plan.load()
-        cluster.work = Path(state.work)
-        cluster.user = User(**state.user)
-        cluster.dump = Path(state.dump) if state.dump else None
-        cluster.net = Network(
-            cluster.plan.hosts(),
-            cluster.plan.network["prefixLength"],
-            cluster.work,
-            cluster.user,
+        cluster = cls(
+            Path(state.work),
+            User(**state.user),
+            Path(state.dump) if state.dump else None,
             prefix=state.prefix,
             path=state.path,
         )
-        cluster.state_file = state_file
-        cluster.bin = cluster.work / "bin"
-        cluster.password = None
-        cluster._deploys = 0
         return cluster, state
 
     def __getitem__(self, name: str) -> Host:
@@ -135,10 +138,10 @@ class Cluster:
         self.password = password
         for name in ["db", *self.apis]:
             self._write_secret(self[name].run_dir / "secrets" / "rates-db-password", password)
-        for sub in ("run/postgresql",):
-            self._mkdir(self["db"].dir / sub)
-        for sub in ("run/haproxy", "etc"):
-            self._mkdir(self["lb"].dir / sub)
+        # The runtime directories NixOS makes for PostgreSQL and HAProxy.
+        self._mkdir(self["db"].run_dir / "postgresql")
+        self._mkdir(self["lb"].run_dir / "haproxy")
+        self._mkdir(self["lb"].dir / "etc")
         (self["lb"].dir / "etc" / "haproxy.cfg").write_text(
             NIXOS_HAPROXY_GLOBAL + self.plan.haproxy_config()
         )
@@ -277,7 +280,6 @@ class Cluster:
             work=str(self.work),
             user=self.user.__dict__,
             path=self.net.path,
-            python=sys.executable,
             dump=str(self.dump) if self.dump else None,
             release={"label": label, "code": str(code) if code else None},
         ).save(self.state_file)
