@@ -218,21 +218,10 @@ class Network:
         for host in self.hosts.values():
             self._netns(host.ns)
             port = f"v-{host.name}"
-            sh(
-                "ip",
-                "-n",
-                self.bridge_ns,
-                "link",
-                "add",
-                port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                host.ns,
-            )
+            # Made in the bridge's namespace, its other end moved straight into the
+            # host's: no link ever exists in the machine's own namespace.
+            veth = f"link add {port} type veth peer name eth0 netns {host.ns}"
+            sh("ip", "-n", self.bridge_ns, *veth.split())
             sh("ip", "-n", self.bridge_ns, "link", "set", port, "master", "br0", "up")
             address = f"{host.address}/{self.prefix_length}"
             sh("ip", "-n", host.ns, "addr", "add", address, "dev", "eth0")
