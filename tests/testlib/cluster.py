@@ -315,6 +315,16 @@ class Cluster:
         socket = self.plan.network["haproxy"]["adminSocket"]
         return self["lb"].run(["socat", "-", f"UNIX-CONNECT:{socket}"], input=command + "\n").stdout
 
+    def requests(self) -> int:
+        """HTTP requests the load balancer has received so far."""
+        text = self.haproxy("show stat").lstrip("# ")
+        [frontend] = [
+            row
+            for row in csv.DictReader(text.splitlines())
+            if row["pxname"] == "http" and row["svname"] == "FRONTEND"
+        ]
+        return int(frontend["req_tot"])
+
     def servers(self) -> dict[str, str]:
         """API host -> its status in HAProxy (UP, DOWN, DRAIN, MAINT, "UP 1/2", ...)."""
         text = self.haproxy("show stat").lstrip("# ")
@@ -351,27 +361,24 @@ class Cluster:
 
 
 class ClientLoad:
-    """tests/testlib/load.py on the client host, until stop()."""
+    """tests/testlib/load.py on the client host, until stop(). The constructor returns
+    once its requests reach the load balancer: on a busy machine starting it takes
+    a while, and a scenario's "traffic flows" must not start before that."""
 
     def __init__(self, cluster: Cluster, urls: list[str], concurrency: int = 4) -> None:
         self.out = cluster.work / f"load-{time.monotonic_ns()}.jsonl"
-        client = cluster["client"]
+        before = cluster.requests()
         # The user writes the records into the work directory, which it owns.
-        self.proc = subprocess.Popen(
-            client.argv(
-                [
-                    sys.executable,
-                    str(HERE / "load.py"),
-                    *urls,
-                    "--out",
-                    str(self.out),
-                    "--concurrency",
-                    str(concurrency),
-                    "--max-seconds",
-                    "300",
-                ]
-            )
-        )
+        argv = [sys.executable, str(HERE / "load.py"), *urls, "--out", str(self.out)]
+        argv += ["--concurrency", str(concurrency), "--max-seconds", "300"]
+        self.proc = subprocess.Popen(cluster["client"].argv(argv))
+        deadline = time.monotonic() + 60
+        while cluster.requests() < before + 100:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("the load did not reach the load balancer in 60 s")
+            time.sleep(0.1)
 
     def stop(self) -> list[dict[str, Any]]:
         self.proc.terminate()
