@@ -32,6 +32,12 @@
           program = lib.getExe (pkgs.callPackage ./nix/dev.nix { rates = ratesFor pkgs; });
           meta.description = "The local stack (PostgreSQL, seed, API) under process-compose";
         };
+        # The cluster's rolling upgrade (docs/deploy.md, "Several hosts").
+        deploy = {
+          type = "app";
+          program = lib.getExe (pkgs.callPackage ./nix/deploy.nix { });
+          meta.description = "Deploy the cluster (db, api1, api2, lb) one host at a time, without losing a request";
+        };
       });
 
       devShells = eachSystem (pkgs: {

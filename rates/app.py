@@ -176,7 +176,8 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> Any:
-        return {"status": "ok"}
+        # Rates-Build: which release answers, e.g. while a rolling upgrade runs.
+        return {"status": "ok"}, {"Rates-Build": settings.build}
 
     @app.get("/readyz")
     def readyz() -> Any:

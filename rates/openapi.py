@@ -80,7 +80,21 @@ def spec(settings: Settings) -> dict[str, Any]:
             "/healthz": {
                 "get": {
                     "summary": "Liveness: the process is up (no database)",
-                    "responses": {"200": _ok("Alive", status)},
+                    "responses": {
+                        "200": {
+                            **_ok("Alive", status),
+                            "headers": {
+                                "Rates-Build": {
+                                    "description": (
+                                        "The release that answers: the package version, "
+                                        "and +RATES_BUILD when that is set"
+                                    ),
+                                    "required": True,
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                        }
+                    },
                 }
             },
             "/readyz": {

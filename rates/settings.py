@@ -9,7 +9,9 @@ every variable in VARIABLES, and a test keeps the two in step.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,15 @@ def _text(raw: str) -> str:
 
 def _file(raw: str) -> str:
     if not Path(raw).is_file() or not os.access(raw, os.R_OK):
+        raise ValueError(raw)
+    return raw
+
+
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _label(raw: str) -> str:
+    if not _LABEL.fullmatch(raw):
         raise ValueError(raw)
     return raw
 
@@ -101,6 +112,12 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("RATES_MAX_RANGE_DAYS", _integer(1, 3_660_000), "a positive number of days", "366"),
     Variable("RATES_ACCESS_LOG", _boolean, "true or false", "false"),
+    Variable(
+        "RATES_BUILD",
+        _label,
+        "a label of 1 to 64 letters, digits, '.', '_' or '-', such as a git revision",
+        None,
+    ),
     # The seed.
     Variable("RATES_DUMP", _file, "a readable plain-SQL pg_dump file", None),
     Variable("RATES_SEED_WAIT", _integer(0, 3600), "seconds, an integer from 0 to 3600", "30"),
@@ -120,6 +137,9 @@ class Settings:
     access_log: bool
     dump: Path | None
     seed_wait: int
+    # The package version, and "+RATES_BUILD" when that is set: which release a
+    # host runs, shown by /healthz (the Rates-Build header).
+    build: str
     # libpq's variables as given (PGHOST=..., ...), passed on explicitly so
     # that settings built from any mapping reach the database they name.
     libpq_env: dict[str, str]
@@ -191,6 +211,14 @@ def _read(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
+def _version() -> str:
+    """The installed package's version; "unknown" when run from a tree that is not installed."""
+    try:
+        return importlib.metadata.version("rates")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from `environ` (default: os.environ), or raise SettingsError."""
     environ = os.environ if environ is None else environ
@@ -218,6 +246,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         access_log=v["RATES_ACCESS_LOG"],
         dump=Path(v["RATES_DUMP"]) if v["RATES_DUMP"] else None,
         seed_wait=v["RATES_SEED_WAIT"],
+        build=_version() + (f"+{v['RATES_BUILD']}" if v["RATES_BUILD"] else ""),
         libpq_env={name: environ[name] for name in _LIBPQ if v[name] is not None},
         password=password,
     )

@@ -1,34 +1,50 @@
 # A small cluster: one database host, two API hosts behind one HAProxy load
 # balancer, all on one private network.
 #
-# One file, not one per host: the hosts share one address plan and one
-# password path, and each refers to the others' addresses (pg_hba.conf
-# admits the API subnet, HAProxy lists the API hosts). Here they cannot
-# drift apart. The file returns
-#   network  the address plan (nix/tests/cluster.nix gives the VMs these),
-#   roles    each host's service configuration, without hardware,
-#   hosts    roles plus a placeholder hardware block: flake.nix makes these
-#            nixosConfigurations.{db,api1,api2,lb}, adding the rates module.
-# The VM test runs the roles, so what is tested is what is deployed.
+# What is deployed is what is tested: the address plan, the HAProxy
+# configuration, the database host's pg_hba.conf lines and the API hosts'
+# settings are files in ./cluster/, which this file reads and the cluster
+# tests (tests/cluster) read too; the rolling upgrade that deploys them is
+# nix/deploy.sh (`nix run .#deploy`), which the tests drive.
+#   cluster/network.json          the address plan: hosts, ports, the API
+#                                 subnet, the password file's path
+#   cluster/haproxy.cfg           the load balancer's configuration (template)
+#   cluster/pg_hba.conf           who may log in to PostgreSQL (template)
+#   cluster/api-environment.json  the API hosts' RATES_* settings
+# The templates' @name@ placeholders are filled in from network.json, here
+# by `fill` and in the tests by tests/testlib/cluster_plan.py, which checks
+# that the two agree.
 #
-# Addresses are examples from a private range; change them to your network.
+# The file returns
+#   network, haproxyConfig, pgHba, apiEnvironment  the above, read and filled in;
+#   roles  each host's service configuration, without hardware;
+#   hosts  roles plus a placeholder hardware block: flake.nix makes these
+#          nixosConfigurations.{db,api1,api2,lb}, adding the rates module.
+# The VM test (nix/tests/cluster.nix) runs the roles.
+#
+# Addresses are examples from a private range: change them in
+# cluster/network.json to your network.
 let
-  network = {
-    subnet = "10.0.0.0/24";
-    prefixLength = 24;
-    lb = "10.0.0.2";
-    db = "10.0.0.10";
-    api = {
-      api1 = "10.0.0.11";
-      api2 = "10.0.0.12";
-    };
-  };
+  inherit (builtins) attrNames concatStringsSep fromJSON readFile replaceStrings;
+
+  network = fromJSON (readFile ./cluster/network.json);
+  apiEnvironment = fromJSON (readFile ./cluster/api-environment.json);
+
+  # One `server` line per API host, in name order (attrNames sorts).
+  apiServers = concatStringsSep "\n" (map
+    (name: "  server ${name} ${network.api.${name}}:${toString network.ports.api}")
+    (attrNames network.api));
+
+  fill = replaceStrings
+    [ "@apiSubnet@" "@lbPort@" "@backend@" "@adminSocket@" "@apiServers@" ]
+    [ network.apiSubnet (toString network.ports.lb) network.haproxy.backend network.haproxy.adminSocket apiServers ];
+
+  haproxyConfig = fill (readFile ./cluster/haproxy.cfg);
+  pgHba = fill (readFile ./cluster/pg_hba.conf);
 
   # Provisioned out of band on the database host and on every API host, mode
   # 0400 root, never in the store: see "Secrets" in docs/deploy.md.
-  passwordFile = "/run/secrets/rates-db-password";
-
-  apiPort = 3000;
+  inherit (network) passwordFile;
 
   roles = {
     # PostgreSQL for the API hosts: the rates module creates the database and
@@ -42,17 +58,16 @@ let
       };
 
       services.postgresql = {
-        # Listen on every interface; pg_hba.conf below admits the API subnet
-        # only, with SCRAM (PostgreSQL's default password_encryption since 14).
+        # Listen on every interface; pg_hba.conf admits the API subnet only,
+        # with SCRAM (PostgreSQL's default password_encryption since 14).
         enableTCPIP = true;
-        authentication = ''
-          host rates rates ${network.subnet} scram-sha-256
-        '';
+        settings.port = network.ports.db;
+        authentication = pgHba;
       };
 
       # On a host with a public interface, open the port on the private one
       # only: networking.firewall.interfaces.<nic>.allowedTCPPorts.
-      networking.firewall.allowedTCPPorts = [ 5432 ];
+      networking.firewall.allowedTCPPorts = [ network.ports.db ];
     };
 
     # An API host; the load balancer spreads requests over all of them.
@@ -60,57 +75,34 @@ let
       services.rates = {
         enable = true;
         host = "0.0.0.0";
-        port = apiPort;
+        port = network.ports.api;
         openFirewall = true;
         database = {
           createLocally = false;
           host = network.db;
+          port = network.ports.db;
           inherit passwordFile;
         };
         # The database host loads the data once for all API hosts.
         seed.enable = false;
+        environment = apiEnvironment;
       };
     };
 
     # HAProxy rather than nginx: open-source nginx has only passive health
     # checks (max_fails/fail_timeout, i.e. client requests find the dead
     # host), while HAProxy polls /readyz and takes a host out of rotation
-    # before clients notice; retries with redispatch cover the seconds
-    # between a host stopping and the check noticing.
-    lb = {
+    # before clients notice, retries what a dying host dropped, and can
+    # drain a host through its runtime API for a rolling upgrade.
+    lb = { pkgs, ... }: {
       services.haproxy = {
         enable = true;
-        # nixos/modules/services/networking/haproxy.nix prepends a `global`
-        # section with the runtime API socket, /run/haproxy/haproxy.sock.
-        config = ''
-          defaults
-            mode http
-            timeout connect 2s
-            timeout client 30s
-            timeout server 30s
-            # A connection refused by a stopping host is retried on another.
-            retries 3
-            option redispatch
-            retry-on conn-failure empty-response response-timeout
-
-          frontend http
-            bind :80
-            default_backend rates
-
-          backend rates
-            balance roundrobin
-            # /readyz answers 200 only when the host's database answers.
-            option httpchk GET /readyz
-            http-check expect status 200
-            default-server inter 2s fall 2 rise 2
-          ${builtins.concatStringsSep "\n" (
-            builtins.attrValues (
-              builtins.mapAttrs (name: address: "  server ${name} ${address}:${toString apiPort} check") network.api
-            )
-          )}
-        '';
+        config = haproxyConfig;
       };
-      networking.firewall.allowedTCPPorts = [ 80 ];
+      # The rolling upgrade talks to HAProxy's runtime API with socat, as
+      # HAProxy's management guide does.
+      environment.systemPackages = [ pkgs.socat ];
+      networking.firewall.allowedTCPPorts = [ network.ports.lb ];
     };
   };
 
@@ -152,7 +144,7 @@ let
   };
 in
 {
-  inherit network passwordFile roles;
+  inherit network haproxyConfig pgHba apiEnvironment passwordFile roles;
 
   hosts = {
     db = host roles.db "db" network.db;

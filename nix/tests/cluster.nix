@@ -1,5 +1,10 @@
 # VM test of nix/hosts/cluster.nix: the database host, two API hosts and the
-# HAProxy load balancer, each running its role from that file, and a client.
+# HAProxy load balancer, each running its role from that file (so the same
+# nix/hosts/cluster/ files as the hosts deployed and tests/cluster), and a
+# client that deploys them with the repository's rolling upgrade, nix/deploy.sh
+# (`nix run .#deploy`), over SSH as an operator's machine does. Only how one
+# host is switched differs: the API hosts go to a prebuilt specialisation with
+# a new build label, as `nixos-rebuild switch` would activate a new system.
 # Run by `nix flake check` as checks.<system>.vm-cluster, or alone:
 #   nix build -L .#checks.x86_64-linux.vm-cluster
 { self }:
@@ -19,12 +24,22 @@ let
     ];
   };
 
+  # A deployed host: the module, its role, and SSH for the deploy script
+  # (the client's key is authorized at test time).
   host = role: address: {
     imports = [
       self.nixosModules.default
       role
       (onPrivateNetwork address)
     ];
+    services.openssh.enable = true;
+  };
+
+  # An API host, with the release the rolling upgrade switches it to: the same
+  # configuration with a build label (/healthz's Rates-Build header).
+  api = address: {
+    imports = [ (host cluster.roles.api address) ];
+    specialisation.upgraded.configuration.services.rates.environment.RATES_BUILD = "upgraded";
   };
 in
 {
@@ -32,27 +47,65 @@ in
 
   nodes = {
     db = host cluster.roles.db network.db;
-    api1 = host cluster.roles.api network.api.api1;
-    api2 = host cluster.roles.api network.api.api2;
-    lb = { pkgs, ... }: {
-      imports = [ (host cluster.roles.lb network.lb) ];
-      # socat talks to HAProxy's runtime API to read the servers' states.
-      environment.systemPackages = [ pkgs.socat ];
+    api1 = api network.api.api1;
+    api2 = api network.api.api2;
+    lb = host cluster.roles.lb network.lb;
+    client = { pkgs, ... }: {
+      imports = [ (onPrivateNetwork network.client) ];
+      environment.systemPackages = [
+        pkgs.openssh
+        (pkgs.callPackage ../deploy.nix { })
+        # RATES_DEPLOY_SWITCH for this test: the API hosts to the upgraded
+        # specialisation, the others to the system they run (nothing changes).
+        (pkgs.writeShellApplication {
+          name = "switch-host";
+          runtimeInputs = [ pkgs.openssh ];
+          text = ''
+            name=$1 address=$2
+            echo "$name" >> /tmp/switched
+            case $name in
+              api*) system=/run/booted-system/specialisation/upgraded ;;
+              *) system=/run/current-system ;;
+            esac
+            ssh -o BatchMode=yes "root@$address" "$system/bin/switch-to-configuration test"
+          '';
+        })
+        # Load through the load balancer: one status code per request, until stopped.
+        (pkgs.writeShellApplication {
+          name = "load";
+          runtimeInputs = [ pkgs.curl ];
+          text = ''
+            while true; do
+              # curl writes 000 for a request that got no answer; the loop goes on.
+              curl --silent --output /dev/null --write-out '%{http_code}\n' --max-time 10 "$1" >> "$2" || true
+            done
+          '';
+        })
+      ];
     };
-    client = onPrivateNetwork "10.0.0.100";
   };
 
   testScript = ''
     import json
     import secrets
 
-    LB = "http://${network.lb}"
+    LB = "http://${network.lb}:${toString network.ports.lb}"
     # The sample data's known answer, shared with tests/testlib/sample.py.
     with open("${../../tests/testlib/sample_answer.json}") as f:
         SAMPLE = json.load(f)
     QUERY = SAMPLE["path"]
     EXPECTED = SAMPLE["body"]
-    PASSWORD_FILE = "${cluster.passwordFile}"
+    PASSWORD_FILE = "${network.passwordFile}"
+    BACKEND = "${network.haproxy.backend}"
+    ADMIN_SOCKET = "${network.haproxy.adminSocket}"
+    API_PORT = ${toString network.ports.api}
+    HOSTS = [
+        (db, "${network.db}"),
+        (api1, "${network.api.api1}"),
+        (api2, "${network.api.api2}"),
+        (lb, "${network.lb}"),
+    ]
+    DEPLOY = "RATES_DEPLOY_SWITCH=switch-host rates-deploy"
     # A fresh password for every run, made here: it is never in the store.
     password = secrets.token_hex(24)
 
@@ -68,8 +121,8 @@ in
     def server_is(name: str, state: str) -> str:
         """A command that succeeds when HAProxy reports the API host in `state`."""
         return (
-            "echo 'show stat' | socat - UNIX-CONNECT:/run/haproxy/haproxy.sock"
-            f" | grep '^rates,{name},.*,{state},'"
+            f"echo 'show stat' | socat - UNIX-CONNECT:{ADMIN_SOCKET}"
+            f" | grep '^{BACKEND},{name},.*,{state},'"
         )
 
 
@@ -92,7 +145,31 @@ in
         )
 
 
+    def build(node) -> str:
+        """The release an API host runs: /healthz's Rates-Build header."""
+        headers = node.succeed(f"curl --fail --silent --dump-header - --output /dev/null http://127.0.0.1:{API_PORT}/healthz")
+        return next(
+            line.split(":", 1)[1].strip()
+            for line in headers.splitlines()
+            if line.lower().startswith("rates-build:")
+        )
+
+
     start_all()
+
+    with subtest("the client reaches every host over SSH, as an operator's machine does"):
+        client.succeed("install -d -m 0700 /root/.ssh && ssh-keygen -q -t ed25519 -N ''' -f /root/.ssh/id_ed25519")
+        key = client.succeed("cat /root/.ssh/id_ed25519.pub").strip()
+        for node, address in HOSTS:
+            node.wait_for_unit("sshd.service")
+            node.succeed(f"install -d -m 0700 /root/.ssh && echo '{key}' >> /root/.ssh/authorized_keys")
+            client.wait_until_succeeds(f"ssh-keyscan -t ed25519 {address} > /tmp/key && test -s /tmp/key")
+            client.succeed(f"cat /tmp/key >> /root/.ssh/known_hosts && ssh -o BatchMode=yes root@{address} true")
+
+    with subtest("the deploy script switches nothing while a password file is missing"):
+        out = client.fail(f"{DEPLOY} --first 2>&1")
+        assert f"the database password file {PASSWORD_FILE} is missing or empty on: db api1 api2; nothing was changed" in out, out
+        client.fail("test -e /tmp/switched")
 
     with subtest("the database password is provisioned out of band"):
         for node in (db, api1, api2):
@@ -108,12 +185,12 @@ in
     with subtest("every API host reaches the database"):
         for api in (api1, api2):
             api.wait_for_unit("rates.service")
-            api.wait_for_open_port(3000)
-            api.wait_until_succeeds("curl --fail --silent http://127.0.0.1:3000/readyz")
+            api.wait_for_open_port(API_PORT)
+            api.wait_until_succeeds(f"curl --fail --silent http://127.0.0.1:{API_PORT}/readyz")
 
     with subtest("the load balancer serves the sample data"):
         lb.wait_for_unit("haproxy.service")
-        lb.wait_for_open_port(80)
+        lb.wait_for_open_port(${toString network.ports.lb})
         lb.wait_until_succeeds(server_is("api1", "UP"))
         lb.wait_until_succeeds(server_is("api2", "UP"))
         got = json.loads(client.succeed(f"curl --fail --silent '{LB}{QUERY}'"))
@@ -133,8 +210,22 @@ in
 
         api1.succeed("systemctl start rates.service")
         api1.wait_for_unit("rates.service")
-        api1.wait_until_succeeds("curl --fail --silent http://127.0.0.1:3000/readyz")
+        api1.wait_until_succeeds(f"curl --fail --silent http://127.0.0.1:{API_PORT}/readyz")
         lb.wait_until_succeeds(server_is("api1", "UP"))
         assert_all_served(status_codes(30), "after api1 came back")
+
+    with subtest("the rolling upgrade replaces every API host under load, losing no request"):
+        for api in (api1, api2):
+            assert not build(api).endswith("+upgraded"), build(api)
+        client.succeed(f"systemd-run --unit=load /run/current-system/sw/bin/load '{LB}{QUERY}' /tmp/codes")
+        client.wait_until_succeeds("test -s /tmp/codes")
+        client.succeed(f"{DEPLOY} >&2")
+        client.succeed("systemctl stop load.service")
+        codes = client.succeed("cat /tmp/codes").split()
+        assert_all_served(codes, "during the rolling upgrade")
+        assert client.succeed("cat /tmp/switched").split() == ["db", "api1", "api2", "lb"]
+        for api in (api1, api2):
+            assert build(api).endswith("+upgraded"), build(api)
+        lb.succeed(server_is("api1", "UP"), server_is("api2", "UP"))
   '';
 }

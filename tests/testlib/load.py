@@ -7,8 +7,9 @@ the URLs, each on a new connection (so that a server reload never meets a
 half-closed keep-alive connection, and every failure is the server's), until
 SIGTERM or SIGINT, or `max-seconds` as a safety bound. On the way out it
 writes one JSON line per request: start (time.time(), to line up with the
-test's own events), latency (seconds) and status (an HTTP status, or the
-error's name).
+test's own events), latency (seconds), status (an HTTP status, or the
+error's name), type (the Content-Type) and, for anything but a 200, body (the
+first 300 characters of the answer, or the error's message).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     started = time.monotonic()
-    records: list[tuple[float, float, int | str]] = []
+    records: list[tuple[float, float, int | str, str | None, str | None]] = []
     lock = threading.Lock()
     targets = [urllib.parse.urlsplit(u) for u in args.urls]
 
@@ -46,18 +47,23 @@ def main() -> None:
             url = targets[i % len(targets)]
             i += 1
             wall, t0 = time.time(), time.monotonic()
+            kind = body = None
             try:
                 conn = http.client.HTTPConnection(url.hostname, url.port, timeout=args.timeout)
                 try:
                     conn.request("GET", f"{url.path}?{url.query}")
                     response = conn.getresponse()
-                    response.read()
+                    data = response.read()
                     status: int | str = response.status
+                    kind = response.getheader("Content-Type")
+                    if status != 200:
+                        body = data[:300].decode("utf-8", "replace")
                 finally:
                     conn.close()
             except OSError as exc:
                 status = type(exc).__name__
-            mine.append((wall, time.monotonic() - t0, status))
+                body = str(exc)[:300]
+            mine.append((wall, time.monotonic() - t0, status, kind, body))
         with lock:
             records.extend(mine)
 
@@ -68,8 +74,11 @@ def main() -> None:
         for t in threads:
             t.join(timeout=0.1)
     with open(args.out, "w") as f:
-        for start, latency, status in sorted(records):
-            f.write(json.dumps({"start": start, "latency": latency, "status": status}) + "\n")
+        for start, latency, status, kind, body in sorted(records, key=lambda r: r[0]):
+            record = {"start": start, "latency": latency, "status": status, "type": kind}
+            if body is not None:
+                record["body"] = body
+            f.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ the database would get a 503, so a 400 proves it was refused before.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 
 import pytest
 
@@ -40,6 +41,16 @@ def test_hello(client) -> None:  # type: ignore[no-untyped-def]
 def test_healthz_needs_no_database(client) -> None:  # type: ignore[no-untyped-def]
     r = client.get("/healthz")
     assert (r.status_code, r.json) == (200, {"status": "ok"})
+    assert r.headers["Rates-Build"] == importlib.metadata.version("rates")
+
+
+def test_healthz_names_the_build() -> None:
+    labelled = create_app(settings.load({**NOWHERE, "RATES_BUILD": "v2"})).test_client()
+    r = labelled.get("/healthz")
+    assert (r.status_code, r.json) == (200, {"status": "ok"})
+    assert r.headers["Rates-Build"] == importlib.metadata.version("rates") + "+v2"
+    # Only /healthz carries it: the answers themselves are the same in every release.
+    assert "Rates-Build" not in labelled.get("/").headers
 
 
 def test_readyz_without_database(client) -> None:  # type: ignore[no-untyped-def]

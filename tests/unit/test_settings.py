@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 from pathlib import Path
 
@@ -63,6 +64,7 @@ MALFORMED = {
     "RATES_CONNECT_TIMEOUT": "1",
     "RATES_MAX_RANGE_DAYS": "0",
     "RATES_ACCESS_LOG": "maybe",
+    "RATES_BUILD": "v1 with spaces",
     "RATES_DUMP": "/nonexistent/dump.sql",
     "RATES_SEED_WAIT": "forever",
 }
@@ -79,6 +81,20 @@ def test_malformed_value_is_one_line_naming_the_variable(name: str, value: str) 
     message = str(err.value)
     assert message.startswith(f"{name}: expected ")
     assert "\n" not in message
+
+
+def test_build_is_the_version_and_the_label() -> None:
+    version = importlib.metadata.version("rates")
+    assert settings.load(BASE).build == version
+    assert (
+        settings.load({**BASE, "RATES_BUILD": "g1a2b3c.dirty"}).build == f"{version}+g1a2b3c.dirty"
+    )
+
+
+@pytest.mark.parametrize("label", ["-v1", "v1/2", "x" * 65, "v1\n"])
+def test_build_label_is_refused_unless_plain(label: str) -> None:
+    with pytest.raises(SettingsError, match=r"^RATES_BUILD: expected a label of 1 to 64 letters"):
+        settings.load({**BASE, "RATES_BUILD": label})
 
 
 def test_password_is_never_echoed() -> None:

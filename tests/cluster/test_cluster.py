@@ -1,0 +1,515 @@
+"""The multi-host layout of nix/hosts/cluster.nix, run for real: a database host, two API
+hosts and an HAProxy load balancer, each a network namespace on a closed bridge, with a
+client host that sends the load (tests/testlib/netns.py, tests/testlib/cluster.py).
+
+Every host runs the real program with the deployed files (nix/hosts/cluster/): PostgreSQL
+with the pg_hba.conf lines, rates-serve with the API hosts' settings and the password
+from a file, HAProxy with haproxy.cfg; the rolling upgrade is nix/deploy.sh. Faults are
+made with the real means (SIGKILL, `ip link set down`, `pg_ctl stop`) under load from the
+client, and each test prints its figures (`pytest -m cluster -s`).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import ipaddress
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.parse
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, contract_cases
+from testlib.cluster import NIXOS_HAPROXY_GLOBAL, ClientLoad, Cluster, figures
+from testlib.cluster_plan import Plan
+from testlib.sample import JANUARY, JANUARY_BODY
+from testlib.serve import outage_figures
+
+import rates.app
+
+VERSION = importlib.metadata.version("rates")
+ERROR_KEYS = {"error", "message"}
+
+
+# --- the deploy files: one source, read by Nix and by these tests alike ---
+
+
+def nix_eval(attribute: str) -> Any:
+    if shutil.which("nix-instantiate") is None:
+        pytest.skip("nix-instantiate is not installed: .ci/install-nix-tools (or use Nix)")
+    out = subprocess.run(
+        [
+            "nix-instantiate",
+            "--store",
+            "dummy://",
+            "--eval",
+            "--strict",
+            "--json",
+            "-E",
+            f"(import {ROOT / 'nix' / 'hosts' / 'cluster.nix'}).{attribute}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout)
+
+
+def test_nix_and_the_tests_fill_in_the_same_files() -> None:
+    """cluster.nix and tests/testlib/cluster_plan.py render haproxy.cfg and pg_hba.conf alike."""
+    plan = Plan.load()
+    assert nix_eval("network") == plan.network
+    assert nix_eval("apiEnvironment") == plan.api_environment
+    assert nix_eval("haproxyConfig") == plan.haproxy_config()
+    assert nix_eval("pgHba") == plan.pg_hba()
+
+
+def test_address_plan_is_consistent() -> None:
+    plan = Plan.load()
+    api_subnet = ipaddress.ip_network(plan.network["apiSubnet"])
+    addresses = [ipaddress.ip_address(a) for a in plan.hosts().values()]
+    assert len(set(addresses)) == len(addresses) == 5
+    assert all(a in plan.subnet for a in addresses)
+    assert api_subnet.subnet_of(plan.subnet)
+    assert all(ipaddress.ip_address(a) in api_subnet for a in plan.api.values())
+    # Only the API hosts may log in to PostgreSQL: nobody else is in their subnet.
+    for name in ("db", "lb", "client"):
+        assert ipaddress.ip_address(plan.network[name]) not in api_subnet, name
+    assert "@" not in plan.haproxy_config() + plan.pg_hba()
+    assert plan.pg_hba().splitlines()[-1] == (
+        f"host rates rates {plan.network['apiSubnet']} scram-sha-256"
+    )
+
+
+def test_haproxy_accepts_the_configuration(tmp_path: Path) -> None:
+    """What NixOS writes to /etc/haproxy.cfg passes `haproxy -c`, as in its unit."""
+    if shutil.which("haproxy") is None:
+        pytest.skip("haproxy is not installed: apt-get install haproxy")
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(NIXOS_HAPROXY_GLOBAL + Plan.load().haproxy_config())
+    result = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the cluster under test ---
+
+
+def all_up(cluster: Cluster) -> dict[str, str]:
+    return dict.fromkeys(cluster.apis, "UP")
+
+
+def probe(cluster: Cluster) -> tuple[str, Any]:
+    """A /rates request with data behind it, and its answer: from the contract on the
+    reference dump, or the sample's January query."""
+    if cluster.dump is None:
+        return JANUARY, JANUARY_BODY
+    case = next(c for c in contract_cases() if c["path"] == "/rates" and c["status"] == 200)
+    return f"/rates?{urllib.parse.urlencode(case['query'])}", case["body"]
+
+
+def backend_counters(cluster: Cluster) -> dict[str, int]:
+    """HAProxy's retries and redispatches for the backend so far."""
+    text = cluster.haproxy("show stat").lstrip("# ")
+    backend = cluster.plan.network["haproxy"]["backend"]
+    row = next(
+        r
+        for r in csv.DictReader(text.splitlines())
+        if r["pxname"] == backend and r["svname"] == "BACKEND"
+    )
+    return {"retries": int(row["wretr"] or 0), "redispatches": int(row["wredis"] or 0)}
+
+
+def failures(records: list[dict[str, Any]]) -> Counter[str]:
+    return Counter(
+        f"{r['status']} {r.get('body', '')}".strip() for r in records if r["status"] != 200
+    )
+
+
+def build(cluster: Cluster, name: str) -> str:
+    """The release an API host runs, from its own /healthz."""
+    port = cluster.plan.port("api")
+    [answer] = cluster.fetch([f"http://127.0.0.1:{port}/healthz"], host=name)
+    assert answer["status"] == 200, answer
+    return answer["headers"]["rates-build"]
+
+
+def close(got: Any, want: Any) -> bool:
+    """Equal JSON, floats equal to 1e-9 (the contract's tolerance)."""
+    if isinstance(want, float) or isinstance(got, float):
+        return isinstance(got, int | float) and math.isclose(got, want, rel_tol=0, abs_tol=1e-9)
+    if isinstance(want, dict):
+        return (
+            isinstance(got, dict)
+            and got.keys() == want.keys()
+            and all(close(got[k], want[k]) for k in want)
+        )
+    if isinstance(want, list):
+        return (
+            isinstance(got, list)
+            and len(got) == len(want)
+            and all(close(g, w) for g, w in zip(got, want, strict=True))
+        )
+    return got == want
+
+
+def test_contract_through_the_load_balancer(cluster: Cluster) -> None:
+    """Every contract case answers through the load balancer as on one host."""
+    cases = contract_cases()  # skips without the reference dump
+    assert cluster.dump is not None
+    cluster.wait_servers(all_up(cluster))
+    paths = [
+        c["path"] + (f"?{urllib.parse.urlencode(c['query'])}" if c["query"] else "") for c in cases
+    ]
+    through_lb = cluster.fetch([cluster.url("lb", p) for p in paths])
+    for name in cluster.apis:
+        direct = cluster.fetch([cluster.url(name, p) for p in paths])
+        for case, lb, host in zip(cases, through_lb, direct, strict=True):
+            assert (lb["status"], json.loads(lb["body"])) == (
+                host["status"],
+                json.loads(host["body"]),
+            ), (case, name)
+    for case, lb in zip(cases, through_lb, strict=True):
+        body = json.loads(lb["body"])
+        assert lb["status"] == case["status"], (case, lb)
+        if case["status"] == 200:
+            assert close(body, case["body"]), (case, body)
+        else:
+            assert body["error"] == "bad_request", (case, body)
+    figures(
+        "contract through the load balancer",
+        cases=len(cases),
+        equal_to_each_api_host=len(cases),
+        api_hosts=len(cluster.apis),
+    )
+
+
+def test_access_control(cluster: Cluster) -> None:
+    """Only the API subnet logs in, only with the password; the password is in no argv,
+    environment or log on any host."""
+    plan = cluster.plan
+    assert cluster.password is not None
+    db, port = plan.network["db"], plan.port("db")
+
+    def login(host: str, password: str) -> subprocess.CompletedProcess[str]:
+        pgpass = cluster[host].dir / "pgpass"
+        pgpass.write_text(f"{db}:{port}:rates:rates:{password}\n")
+        os.chown(pgpass, cluster.user.uid, cluster.user.gid)
+        pgpass.chmod(0o600)
+        try:
+            return cluster[host].run(
+                [
+                    "psql",
+                    "-X",
+                    "-At",
+                    "-h",
+                    db,
+                    "-p",
+                    str(port),
+                    "-U",
+                    "rates",
+                    "-d",
+                    "rates",
+                    "-c",
+                    "SELECT inet_client_addr()",
+                ],
+                env={"PGPASSFILE": str(pgpass), "PGCONNECT_TIMEOUT": "5"},
+                check=False,
+            )
+        finally:
+            pgpass.unlink()
+
+    for host in ("client", "lb"):
+        result = login(host, cluster.password)
+        address = plan.network[host]
+        assert result.returncode == 2, result
+        assert (
+            f'no pg_hba.conf entry for host "{address}", user "rates", database "rates"'
+            in result.stderr
+        ), result.stderr
+    wrong = login("api1", "not-the-password")
+    assert wrong.returncode == 2
+    assert 'password authentication failed for user "rates"' in wrong.stderr, wrong.stderr
+    right = login("api1", cluster.password)
+    assert (right.returncode, right.stdout.strip()) == (0, plan.api["api1"]), right
+
+    # The server side: SCRAM for the API subnet, a SCRAM verifier stored.
+    subnet = ipaddress.ip_network(plan.network["apiSubnet"])
+    assert (
+        cluster.psql(
+            "SELECT type, database, user_name, address, netmask, auth_method "
+            "FROM pg_hba_file_rules WHERE type = 'host'"
+        )
+        == f"host|{{rates}}|{{rates}}|{subnet.network_address}|{subnet.netmask}|scram-sha-256"
+    )
+    assert cluster.psql("SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = 'rates'") == (
+        "SCRAM-SHA-256$"
+    )
+    # The running API hosts logged in with it: their sessions on the database host.
+    sessions = cluster.psql(
+        "SELECT DISTINCT host(client_addr) FROM pg_stat_activity WHERE usename = 'rates' "
+        "AND client_addr IS NOT NULL ORDER BY 1"
+    ).splitlines()
+    assert sessions == sorted(plan.api.values()), sessions
+
+    secret = cluster.password.encode()
+    processes: dict[str, int] = {}
+    for host in cluster.net.hosts.values():
+        processes[host.name] = 0
+        for pid in host.pids():
+            try:
+                listed = [
+                    Path(f"/proc/{pid}/{part}").read_bytes() for part in ("cmdline", "environ")
+                ]
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # ended since it was listed (a PostgreSQL backend)
+            assert not any(secret in data for data in listed), f"{host.name}: pid {pid}"
+            processes[host.name] += 1
+    # Each API host: the gunicorn master and 2 workers; the load balancer: HAProxy's
+    # master and worker; PostgreSQL's processes on the database host.
+    assert {n: c for n, c in processes.items() if n != "db"} == {
+        **dict.fromkeys(cluster.apis, 3),
+        "lb": 2,
+        "client": 0,
+    }, processes
+    assert processes["db"] > 0
+    logs = cluster.logs()
+    for path, text in logs.items():
+        assert cluster.password not in text, path
+    figures(
+        "access control",
+        refused_outside_api_subnet=2,
+        refused_wrong_password=1,
+        processes_scanned=sum(processes.values()),
+        logs_scanned=len(logs),
+        password_occurrences=0,
+    )
+
+
+def test_api_host_killed_under_load(cluster: Cluster) -> None:
+    """SIGKILL on every process of an API host: no request fails through the load balancer."""
+    cluster.wait_servers(all_up(cluster))
+    path, _ = probe(cluster)
+    before = backend_counters(cluster)
+    load = ClientLoad(cluster, [cluster.url("lb", path)])
+    try:
+        time.sleep(2)  # the scenario: traffic flows before the kill
+        killed = cluster["api1"].kill_all(signal.SIGKILL)
+        left = cluster.wait_servers({"api1": "DOWN"})
+        time.sleep(2)  # the scenario: api2 alone serves for a while
+        # What systemd's Restart= does: start it again.
+        restarted = time.monotonic()
+        subprocess.run([str(cluster.bin / "switch"), "api1", cluster.plan.api["api1"]], check=True)
+        cluster.wait_servers(all_up(cluster))
+        back = time.monotonic() - restarted
+        time.sleep(1)  # the scenario: both serve again
+    finally:
+        records = load.stop()
+    after = backend_counters(cluster)
+    assert len(killed) == 3, killed  # the gunicorn master and its 2 workers
+    assert failures(records) == Counter(), failures(records)
+    figures(
+        "API host SIGKILLed under load",
+        requests=len(records),
+        failed=0,
+        out_of_rotation_after_s=round(left, 2),
+        back_in_rotation_after_restart_s=round(back, 2),
+        slowest_ms=round(max(r["latency"] for r in records) * 1000, 1),
+        haproxy_retries=after["retries"] - before["retries"],
+        haproxy_redispatches=after["redispatches"] - before["redispatches"],
+    )
+
+
+def test_api_host_cut_off_under_load(cluster: Cluster) -> None:
+    """An API host's link down: what it costs, and every error in the API's JSON shape."""
+    cluster.wait_servers(all_up(cluster))
+    path, _ = probe(cluster)
+    before = backend_counters(cluster)
+    ns = cluster["api2"].ns
+    load = ClientLoad(cluster, [cluster.url("lb", path)])
+    try:
+        time.sleep(2)  # the scenario: traffic flows before the cut
+        cut = time.time()
+        subprocess.run(["ip", "-n", ns, "link", "set", "eth0", "down"], check=True)
+        left = cluster.wait_servers({"api2": "DOWN"})
+        time.sleep(6)  # the scenario: cut off for longer than HAProxy's server timeout
+        subprocess.run(["ip", "-n", ns, "link", "set", "eth0", "up"], check=True)
+        back = cluster.wait_servers(all_up(cluster))
+        time.sleep(1)  # the scenario: both serve again
+    finally:
+        records = load.stop()
+        subprocess.run(["ip", "-n", ns, "link", "set", "eth0", "up"], check=False)
+    after = backend_counters(cluster)
+    failed = failures(records)
+    for r in records:
+        if r["status"] != 200:
+            assert isinstance(r["status"], int) and r["type"] == "application/json", r
+            assert set(json.loads(r["body"])) == ERROR_KEYS, r
+    slowest = max(records, key=lambda r: r["latency"])
+    around = [r for r in records if cut - 1 < r["start"] < cut + 1]
+    figures(
+        "API host cut off under load",
+        requests=len(records),
+        failed=sum(failed.values()),
+        failures=dict(failed) or "none",
+        slowest_s=round(slowest["latency"], 2),
+        slowest_in_flight_at_cut=slowest["start"] < cut < slowest["start"] + slowest["latency"],
+        over_1s=sum(r["latency"] > 1 for r in records),
+        requests_within_1s_of_cut=len(around),
+        out_of_rotation_after_s=round(left, 2),
+        back_in_rotation_after_link_up_s=round(back, 2),
+        haproxy_retries=after["retries"] - before["retries"],
+        haproxy_redispatches=after["redispatches"] - before["redispatches"],
+    )
+    assert failed == Counter(), failed
+
+
+def test_postgres_outage_under_load(cluster: Cluster) -> None:
+    """PostgreSQL stopped 10 s: JSON 503s in the API's shape, then correct answers."""
+    cluster.wait_servers(all_up(cluster))
+    path, body = probe(cluster)
+    load = ClientLoad(cluster, [cluster.url("lb", path)])
+    try:
+        time.sleep(2)  # the scenario: traffic flows before the outage
+        down = time.time()
+        cluster.pg_ctl("stop")
+        time.sleep(10)  # the scenario: a 10 s outage
+        up = time.time()
+        cluster.pg_ctl("start")
+        cluster.wait_servers(all_up(cluster))
+        time.sleep(3)  # the scenario: traffic flows after recovery
+    finally:
+        records = load.stop()
+    html = sum((r["type"] or "").startswith("text/html") for r in records)
+    for r in records:
+        if r["status"] != 200:
+            assert r["type"] == "application/json", r
+            answer = json.loads(r["body"])
+            assert set(answer) == ERROR_KEYS and answer["error"] == "unavailable", r
+    unavailable = [r for r in records if r["status"] == 503]
+    from_haproxy = sum(
+        json.loads(r["body"])["message"] == "no API host can answer now" for r in unavailable
+    )
+    [answer] = cluster.fetch([cluster.url("lb", path)])
+    assert (answer["status"], json.loads(answer["body"])) == (200, body)
+    during = sorted(r["latency"] for r in records if down + 0.5 < r["start"] < up - 0.5)
+    figures(
+        "postgres outage 10 s through the load balancer",
+        **outage_figures(records, down, up),
+        median_during_outage_ms=round(during[len(during) // 2] * 1000, 1),
+        p90_during_outage_ms=round(during[len(during) * 9 // 10] * 1000, 1),
+        answered_by_the_api=len(unavailable) - from_haproxy,
+        answered_by_haproxy=from_haproxy,
+        html=html,
+    )
+
+
+def test_deploy_checks_the_password_files_first(cluster: Cluster) -> None:
+    """Without the password file on one host, the deploy script switches nothing."""
+    cluster.wait_servers(all_up(cluster))
+    secret = cluster["api2"].run_dir / "secrets" / "rates-db-password"
+    aside = secret.with_suffix(".aside")
+    switched = cluster.switched()
+    secret.rename(aside)
+    try:
+        result = cluster.deploy()
+    finally:
+        aside.rename(secret)
+    assert result.returncode == 1
+    assert (
+        "rates-deploy: error: the database password file /run/secrets/rates-db-password "
+        "is missing or empty on: api2; nothing was changed"
+    ) in result.stderr, result.stderr
+    assert cluster.switched() == switched
+    # Nothing drained: every API host still in rotation ("UP", or "UP 1/2" after
+    # one failed check).
+    assert {name: state.split()[0] for name, state in cluster.servers().items()} == all_up(cluster)
+
+
+def release(cluster: Cluster, label: str) -> Path:
+    """A new release of the code, in a directory of its own (as a new store path would be)."""
+    code = cluster.work / "releases" / label
+    package = Path(rates.app.__file__).parent
+    shutil.copytree(package, code / "rates", ignore=shutil.ignore_patterns("__pycache__"))
+    for path in [code.parent, *code.parent.rglob("*")]:
+        os.chown(path, cluster.user.uid, cluster.user.gid)
+    return code
+
+
+def test_deploy_stops_at_a_host_that_does_not_become_ready(cluster: Cluster) -> None:
+    """A release that cannot start: the script stops at the first API host, says what to do,
+    and the others serve on; not one request fails."""
+    cluster.wait_servers(all_up(cluster))
+    path, _ = probe(cluster)
+    running = {name: build(cluster, name) for name in cluster.apis}
+    switched = len(cluster.switched())
+    # rates-serve refuses this label (exit status 2), so the host never becomes ready.
+    cluster.set_release("not a label")
+    load = ClientLoad(cluster, [cluster.url("lb", path)])
+    try:
+        result = cluster.deploy(timeout=10)
+    finally:
+        records = load.stop()
+    assert result.returncode == 1
+    first, second = cluster.apis
+    assert f"rates-deploy: error: {first} does not answer /readyz after 10 s" in result.stderr
+    assert f"nixos-rebuild switch --rollback --target-host root@{cluster.plan.api[first]}" in (
+        result.stderr
+    )
+    assert cluster.switched()[switched:] == ["db not a label", f"{first} not a label"]
+    assert cluster.servers()[second] == "UP"
+    assert build(cluster, second) == running[second]
+    assert failures(records) == Counter(), failures(records)
+
+    # The fix: a good release, and the same command again.
+    cluster.set_release("v1")
+    result = cluster.deploy()
+    assert result.returncode == 0, result.stderr
+    cluster.wait_servers(all_up(cluster))
+    figures("deploy stopped at a failing host", requests=len(records), failed=0, recovered=True)
+
+
+def test_rolling_upgrade_under_load(cluster: Cluster) -> None:
+    """nix/deploy.sh replaces every API host with a new release under load: 0 failures."""
+    cluster.wait_servers(all_up(cluster))
+    path, _ = probe(cluster)
+    old = {name: build(cluster, name) for name in cluster.apis}
+    assert set(old.values()) == {f"{VERSION}+v1"}
+    cluster.set_release("v2", release(cluster, "v2"))
+    switched = len(cluster.switched())
+    before = backend_counters(cluster)
+    load = ClientLoad(cluster, [cluster.url("lb", path)])
+    try:
+        time.sleep(2)  # the scenario: traffic flows before the upgrade
+        started = time.monotonic()
+        result = cluster.deploy()
+        took = time.monotonic() - started
+        time.sleep(1)  # the scenario: traffic flows after it
+    finally:
+        records = load.stop()
+    after = backend_counters(cluster)
+    assert result.returncode == 0, result.stderr
+    assert cluster.switched()[switched:] == ["db v2", *(f"{n} v2" for n in cluster.apis), "lb v2"]
+    assert {name: build(cluster, name) for name in cluster.apis} == dict.fromkeys(
+        cluster.apis, f"{VERSION}+v2"
+    )
+    through_lb = cluster.fetch([cluster.url("lb", "/healthz")] * 10)
+    assert {a["headers"]["rates-build"] for a in through_lb} == {f"{VERSION}+v2"}
+    cluster.wait_servers(all_up(cluster))
+    assert failures(records) == Counter(), failures(records)
+    figures(
+        "rolling upgrade under load",
+        api_hosts=len(cluster.apis),
+        requests=len(records),
+        failed=0,
+        deploy_s=round(took, 1),
+        haproxy_retries=after["retries"] - before["retries"],
+        haproxy_redispatches=after["redispatches"] - before["redispatches"],
+    )
