@@ -45,6 +45,17 @@ def taken(port: int) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def bound(port: int) -> Iterator[None]:
+    """The port bound but not listened on: nothing accepts connections, yet a server's bind fails.
+
+    No SO_REUSEADDR: with it on both sides, Linux would let the server bind too.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        yield
+
+
 def port_of(stack: Stack, variable: str) -> int:
     return stack.pg_port if variable == "PGPORT" else stack.api_port
 
@@ -122,6 +133,23 @@ def test_a_server_restarted_into_a_taken_port_stops_the_stack(
     assert stack.said("about")[-1] == f"rates: stopped: {in_use(port, variable)}"
     assert stack.said(name)[-1] == f"{name}: {in_use(port, variable)}"
     assert stack.leftovers() == []
+
+
+@pytest.mark.parametrize(("name", "variable"), [("postgres", "PGPORT"), ("api", "RATES_PORT")])
+def test_a_server_that_cannot_bind_stops_the_stack(stack: Stack, name: str, variable: str) -> None:
+    """The server's own bind failure: one failed start, then no restart."""
+    port = port_of(stack, variable)
+    with bound(port):
+        started = time.monotonic()
+        stack.start()
+        code = wait_for_exit(stack)
+        took = time.monotonic() - started
+    assert code == 1
+    assert stack.said("about")[-1] == f"rates: stopped: {in_use(port, variable)}"
+    assert stack.said(name)[-1] == f"{name}: {in_use(port, variable)}"
+    assert stack.pc_log_path.read_text().count(f"Restarting {name} in ") == 1
+    assert stack.leftovers() == []
+    print(f"\n[figures] {variable} bound, no listener: process-compose exited 1 after {took:.2f} s")
 
 
 def test_a_bad_dump_stops_the_stack_headless(stack: Stack) -> None:

@@ -65,7 +65,7 @@ def test_no_sleep_anywhere(stack: dict) -> None:
 def test_postgres_is_loopback_only_and_stops_fast(stack: dict) -> None:
     pg = stack["processes"]["postgres"]
     assert "-c listen_addresses=127.0.0.1" in pg["command"]
-    assert "-c unix_socket_directories=\n" in pg["command"] + "\n"
+    assert "-c unix_socket_directories= \\\n" in pg["command"]
     assert pg["shutdown"]["signal"] == 2  # SIGINT: PostgreSQL's fast shutdown
     assert "PGHOST=127.0.0.1" in stack["environment"]
     assert stack["ordered_shutdown"] is True
@@ -88,6 +88,11 @@ def test_commands_exec_the_long_running_program(stack: dict) -> None:
         assert stack["processes"][name]["command"].startswith("set -Eeuo pipefail\n"), name
     for name in ("postgres", "api"):
         assert "\nexec " in stack["processes"][name]["command"], name
+    # The servers' messages also go to a file, read at their next start.
+    assert (
+        "2> >(trap '' INT TERM HUP && exec tee \"$err\" >&2)"
+        in stack["processes"]["api"]["command"]
+    )
     # The seed is not exec'ed: its last line is passed on to `about`.
     assert "\nrates-seed 2>&1 | tee " in stack["processes"]["seed"]["command"]
 
