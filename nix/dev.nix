@@ -13,9 +13,9 @@ writeShellApplication {
   name = "rates-dev";
   runtimeInputs = [
     process-compose
-    postgresql # initdb, postgres, pg_isready, psql
+    postgresql # initdb, postgres, pg_ctl, psql
     rates # rates-seed, rates-serve
-    coreutils # od, tr, mkdir, mv, rm in postgres-init
+    coreutils # od, tr, mkdir, mkfifo, mv, rm, tee, tail in the commands
     bash
     curl # the API's readiness and liveness probes
   ];

@@ -8,7 +8,10 @@ dies at any point, psql's input ends without COMMIT and PostgreSQL rolls the
 transaction back, leaving the database exactly as it was.
 
 The sha256 of the input is recorded in the table rates_seed. The same input
-again is a no-op; a different input is refused unless --replace is given.
+again is a no-op. Without RATES_DUMP, data that rates-seed loaded before is
+kept (the sample fills only a database with no rates data), so a stack keeps
+serving its data until asked for other data; a different RATES_DUMP is
+refused unless --replace is given.
 
 Exit status: 0 loaded or nothing to do, 1 error (nothing changed),
 2 bad configuration, 3 refused to replace other data.
@@ -256,6 +259,13 @@ def seed(settings: Settings, replace: bool) -> None:
             log(
                 f"nothing to do: the database already holds {loaded.source} "
                 f"(sha256 {loaded.sha256[:12]}), loaded {loaded.loaded_at}"
+            )
+            return
+        if loaded is not None and settings.dump is None and not replace:
+            # Nobody asked for other data: keep what was loaded, whatever it was.
+            log(
+                f"nothing to do: keeping {loaded.source} (sha256 {loaded.sha256[:12]}): "
+                "RATES_DUMP is not set; to load other data: RATES_DUMP=FILE rates-seed --replace"
             )
             return
         if (loaded is not None or has_tables) and not replace:

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from testlib.postgres import Cluster
 from testlib.reports import REPORTS
-from testlib.reports import failed as failed  # for the tests that import it from here
 from testlib.serve import Server
 
 from rates import settings as settings_module

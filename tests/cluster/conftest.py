@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REFERENCE_DUMP, ROOT, failed
+from conftest import REFERENCE_DUMP, ROOT
 from testlib.cluster import Cluster, figures
 from testlib.netns import User
+from testlib.reports import failed
 
 HOW = (
     'sudo env "PATH=$PATH" PYTHONDONTWRITEBYTECODE=1 .venv/bin/pytest -p no:cacheprovider '

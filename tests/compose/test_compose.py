@@ -39,6 +39,7 @@ import pytest
 from conftest import CONTRACT, REFERENCE_DUMP
 from testlib import containers
 from testlib.postgres import free_port
+from testlib.reports import failed
 from testlib.sample import JANUARY, JANUARY_BODY
 from testlib.serve import get
 
@@ -210,11 +211,6 @@ def make_stack(engine: Engine, request: pytest.FixtureRequest) -> Iterator[Calla
     """Stacks of the test's own; each removed with its volume and shown if the test failed."""
     stacks: list[Stack] = []
     base = Path(tempfile.mkdtemp(prefix="rates-stack-"))
-    # conftest.failed() cannot be used here: the test modules import conftest
-    # a second time (as `conftest`, beside pytest's `tests.conftest`), and
-    # that copy's stash key sees no reports. The session's count of failures
-    # can: it grows when this test's report is logged.
-    failures_before = request.session.testsfailed
 
     def make() -> Stack:
         stacks.append(Stack(engine, base / str(len(stacks))))
@@ -224,7 +220,7 @@ def make_stack(engine: Engine, request: pytest.FixtureRequest) -> Iterator[Calla
         yield make
     finally:
         for stack in stacks:
-            if request.session.testsfailed > failures_before:
+            if failed(request.node):
                 print(f"--- {stack.project}: compose output ---")
                 print("\n".join(stack.outputs))
                 with_logs = stack.compose("logs", "--no-color", "--timestamps", check=False)
@@ -234,7 +230,7 @@ def make_stack(engine: Engine, request: pytest.FixtureRequest) -> Iterator[Calla
             assert api.containers(stack.project) == [], "containers left behind"
             assert api.volumes(stack.project) == [], "volumes left behind"
             assert api.networks(stack.project) == [], "networks left behind"
-        if request.session.testsfailed > failures_before:
+        if failed(request.node):
             for log in engine.logs:
                 print(f"--- {log} (last 50 lines) ---")
                 print("\n".join(log.read_text(errors="replace").splitlines()[-50:]))

@@ -1,8 +1,8 @@
 """The whole local stack under process-compose: start, serve, survive, stop, start again.
 
-One recipe: free ports and a state directory of its own, wait for real
-readiness, exercise, stop, prove nothing is left; the processes' output is
-printed when a test fails.
+One recipe (the fixtures in conftest.py): free ports and a state directory of
+its own, wait for real readiness, exercise, stop, prove nothing is left; the
+processes' output is printed when a test fails.
 """
 
 from __future__ import annotations
@@ -11,55 +11,19 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
-from conftest import CONTRACT, REFERENCE_DUMP, failed
+from conftest import CONTRACT, REFERENCE_DUMP
 from testlib.sample import JANUARY
 from testlib.serve import Load, get, outage_figures, wait_until
-from testlib.stack import Stack
+from testlib.stack import PROCESS_COMPOSE_MISSING, Stack, port_closed
 
 if shutil.which("process-compose") is None:
-    pytest.skip(
-        "process-compose is not installed: use `nix develop`, or .ci/install-process-compose",
-        allow_module_level=True,
-    )
-
-
-def port_closed(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-@pytest.fixture
-def make_stack(request: pytest.FixtureRequest) -> Iterator[Callable[[], Stack]]:
-    """Stacks of the test's own; each stopped, checked for leftovers and, on failure, shown."""
-    stacks: list[Stack] = []
-
-    def make() -> Stack:
-        # A short base directory: PostgreSQL and process-compose put sockets there.
-        base = Path(tempfile.mkdtemp(prefix="rates-e2e-"))
-        stacks.append(Stack(base, REFERENCE_DUMP if REFERENCE_DUMP.is_file() else None))
-        return stacks[-1]
-
-    yield make
-    for s in stacks:
-        s.kill()
-        if failed(request.node):
-            print(f"--- process-compose output ({s.log_path}) ---\n{s.output()}")
-        else:
-            shutil.rmtree(s.base, ignore_errors=True)
-
-
-@pytest.fixture
-def stack(make_stack: Callable[[], Stack]) -> Stack:
-    return make_stack()
+    pytest.skip(PROCESS_COMPOSE_MISSING, allow_module_level=True)
 
 
 def test_stack_lifecycle(stack: Stack) -> None:
@@ -211,13 +175,3 @@ def test_two_stacks_side_by_side(make_stack: Callable[[], Stack]) -> None:
     assert get(second.url + JANUARY) == answer
     assert second.down() == 0
     assert second.leftovers() == []
-
-
-def test_bad_dump_stops_the_stack(stack: Stack, tmp_path: Path) -> None:
-    bad = tmp_path / "bad.sql"
-    bad.write_text("this is not a dump\n")
-    stack.env["RATES_DUMP"] = str(bad)
-    with pytest.raises(AssertionError, match="process-compose exited"):
-        stack.up()
-    assert "is not a plain-SQL pg_dump of the tables" in stack.output()
-    assert stack.leftovers() == []

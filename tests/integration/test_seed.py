@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -102,6 +103,29 @@ def test_different_input_is_refused_without_replace(
     replaced = run_seed({**db_env, "RATES_DUMP": str(other)}, "--replace")
     assert replaced.returncode == 0, replaced.stderr
     assert pg.psql("SELECT count(*) FROM prices", db_env["PGDATABASE"]) == "1000"
+
+
+def test_without_dump_the_loaded_data_is_kept(
+    pg: Cluster, db_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A stack started again without RATES_DUMP keeps serving the dump it holds."""
+    dump = tmp_path / "mine.sql"
+    sample.main(["--prices", "1000", "--output", str(dump)])
+    assert run_seed({**db_env, "RATES_DUMP": str(dump)}).returncode == 0
+    before = state(pg, db_env)
+    sha256 = hashlib.sha256(dump.read_bytes()).hexdigest()
+    kept = run_seed(db_env)
+    assert (kept.returncode, kept.stderr) == (
+        0,
+        f"rates-seed: nothing to do: keeping {dump} (sha256 {sha256[:12]}): RATES_DUMP is"
+        " not set; to load other data: RATES_DUMP=FILE rates-seed --replace\n",
+    )
+    assert state(pg, db_env) == before
+
+    # Asked for, the sample replaces it.
+    replaced = run_seed(db_env, "--replace")
+    assert replaced.returncode == 0, replaced.stderr
+    assert pg.psql("SELECT count(*) FROM prices", db_env["PGDATABASE"]) == "57000"
 
 
 def test_tables_it_did_not_load_are_not_replaced(pg: Cluster, db_env: dict[str, str]) -> None:

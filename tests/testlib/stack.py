@@ -1,7 +1,8 @@
 """The local stack as a user starts it: `process-compose up` on process-compose.yaml.
 
-Headless, with a state directory, ports and a control socket of its own, so that
-stacks run side by side. Used by tests/e2e and by the bench (bench/stack.py).
+Headless, or with its terminal UI in a terminal of its own (tmux); with a state
+directory, ports and a control socket of its own, so that stacks run side by side.
+Used by tests/e2e and by the bench (bench/stack.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,8 +20,18 @@ from typing import Any, BinaryIO
 
 from testlib.postgres import free_port
 from testlib.serve import get, wait_until
+from testlib.terminal import Terminal
 
 ROOT = Path(__file__).resolve().parents[2]
+
+PROCESS_COMPOSE_MISSING = (
+    "process-compose is not installed: use `nix develop`, or .ci/install-process-compose"
+)
+
+
+def port_closed(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -34,7 +46,7 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 class Stack:
-    """process-compose up, headless, with its control API on a Unix socket."""
+    """process-compose up, with its control API on a Unix socket."""
 
     def __init__(self, base: Path, dump: Path | None = None) -> None:
         # `base` should be short: PostgreSQL and process-compose put sockets there.
@@ -45,28 +57,53 @@ class Stack:
         self.api_port = free_port()
         self.url = f"http://127.0.0.1:{self.api_port}"
         self.log_path = base / "process-compose.out"
+        # process-compose's own log, and its settings (the UI's), for this stack only.
+        self.pc_log_path = base / "process-compose.log"
+        (base / "config" / "process-compose").mkdir(parents=True, exist_ok=True)
         self.env = {
             **os.environ,
             "RATES_STATE_DIR": str(self.state),
             "PGPORT": str(self.pg_port),
             "RATES_PORT": str(self.api_port),
+            "PC_LOG_FILE": str(self.pc_log_path),
+            "XDG_CONFIG_HOME": str(base / "config"),
         }
         if dump is not None:
             self.env["RATES_DUMP"] = str(dump)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log: BinaryIO | None = None
         self.started_at = 0  # the log's size when the last start began
+        self.terminal: Terminal | None = None  # while it runs with its UI
+        self.screens: list[str] = []  # the last screen of each run with the UI
 
     def pc(self, *args: str) -> subprocess.CompletedProcess[str]:
         """A process-compose client command against this stack's control socket."""
         return subprocess.run(
             ["process-compose", *args, "--use-uds", "--unix-socket", str(self.socket)],
-            env=self.env,
+            # A log of its own: the client would overwrite the server's.
+            env={**self.env, "PC_LOG_FILE": str(self.base / "process-compose-client.log")},
             capture_output=True,
             text=True,
             timeout=60,
             check=True,
         )
+
+    def command(self, tui: bool) -> list[str]:
+        return [
+            "process-compose",
+            "up",
+            "--config",
+            str(ROOT / "process-compose.yaml"),
+            # With the UI, as a user starts it: no flag.
+            *([] if tui else ["--tui=false"]),
+            # The environment set here wins over ./.env in 1.78 to 1.85, but
+            # a developer's .env could still add settings (RATES_DUMP, say)
+            # that this stack does not set.
+            "--disable-dotenv",
+            "--use-uds",
+            "--unix-socket",
+            str(self.socket),
+        ]
 
     def start(self) -> None:
         """`process-compose up`, returning at once; the caller waits for what it needs."""
@@ -74,26 +111,36 @@ class Stack:
         self.started_at = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [
-                "process-compose",
-                "up",
-                "--config",
-                str(ROOT / "process-compose.yaml"),
-                "--tui=false",
-                # process-compose appends the variables of ./.env after the
-                # environment's, so a developer's .env would override the
-                # ports and state directory set here.
-                "--disable-dotenv",
-                "--use-uds",
-                "--unix-socket",
-                str(self.socket),
-            ],
+            self.command(tui=False),
             cwd=ROOT,
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def start_tui(self) -> Terminal:
+        """`process-compose up` with its terminal UI, in a terminal of 200 x 50."""
+        assert self.terminal is None
+        self.terminal = Terminal(self.base, self.env)
+        self.terminal.run(self.command(tui=True), cwd=ROOT)
+        return self.terminal
+
+    def quit_tui(self) -> int:
+        """Quit the UI as a user does (Ctrl-C, Enter on "Yes"); process-compose's exit status."""
+        assert self.terminal is not None
+        self.terminal.keys("C-c")
+        self.terminal.wait_for_line("Are you sure you want to quit?", timeout=30)
+        self.terminal.keys("Enter")
+        status = self.terminal.exit_status()
+        self.close_terminal()
+        return status
+
+    def close_terminal(self) -> None:
+        if self.terminal is not None:
+            self.screens.append("\n".join(self.terminal.screen()))
+            self.terminal.close()
+            self.terminal = None
 
     def up(self) -> None:
         """Start, and return once the API answers /readyz."""
@@ -134,6 +181,14 @@ class Stack:
 
     def kill(self) -> None:
         """Whatever state it is in: SIGTERM (process-compose stops every process), then SIGKILL."""
+        if self.terminal is not None:
+            # process-compose in the terminal: `down` stops it as its UI would.
+            if not self.terminal.exited():
+                with contextlib.suppress(subprocess.SubprocessError):
+                    self.pc("down")
+                with contextlib.suppress(AssertionError):
+                    self.terminal.exit_status(timeout=90)
+            self.close_terminal()
         if self.proc is not None and self.proc.poll() is None:
             # Each process runs in a process group of its own, out of reach of a
             # signal to process-compose's group: SIGTERM makes it stop them all.
@@ -154,13 +209,38 @@ class Stack:
             self.log = None
 
     def output(self) -> str:
-        """Everything process-compose and the processes wrote, over every start."""
+        """Everything process-compose and the processes wrote, over every headless start."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def diagnostics(self) -> str:
+        """What to show when a test fails: output, screens, process-compose's own log."""
+        parts = [f"--- process-compose output ({self.log_path}) ---", self.output()]
+        for n, screen in enumerate(self.screens, 1):
+            parts += [f"--- the terminal's last screen, run {n} with the UI ---", screen]
+        if self.pc_log_path.exists():
+            parts += [
+                f"--- process-compose's log ({self.pc_log_path}) ---",
+                self.pc_log_path.read_text(errors="replace"),
+            ]
+        return "\n".join(parts)
 
     def output_of_last_start(self) -> str:
         with self.log_path.open("rb") as f:
             f.seek(self.started_at)
             return f.read().decode(errors="replace")
+
+    def said(self, process: str) -> list[str]:
+        """The lines `process` wrote in the last headless start.
+
+        process-compose prints each as "[NAME\\t] LINE" (src/app/process.go, handleInfo
+        and handleError, 1.78.0 to 1.85.0).
+        """
+        prefix = f"[{process}\t] "
+        # Headless, it also sets the terminal's title, an escape sequence at the start.
+        output = re.sub(r"\x1b\][^\x07]*\x07", "", self.output_of_last_start())
+        return [
+            line.removeprefix(prefix) for line in output.splitlines() if line.startswith(prefix)
+        ]
 
     def leftovers(self) -> list[str]:
         """Processes still running from this stack, found by its state directory."""

@@ -47,9 +47,9 @@ def stack_defaults() -> dict[str, str]:
     stack = yaml.safe_load((ROOT / "process-compose.yaml").read_text())
     env = dict(item.split("=", 1) for item in stack["environment"])
     seed = stack["processes"]["seed"]["command"]
-    state = re.search(r"\$\{RATES_STATE_DIR:-([^}]+)\}", seed).group(1)
+    state = re.search(r'^state="\$\{RATES_STATE_DIR:-([^}]+)\}"$', seed, re.M).group(1)
     pgport = re.search(r"\$\{PGPORT:-([0-9]+)\}", seed).group(1)
-    assert re.search(r'PGPASSFILE="\$\{RATES_STATE_DIR:-\.state\}/pgpass"', seed)
+    assert re.search(r'export PGPASSFILE="\$state/pgpass"', seed)
     return {**env, "PGPORT": pgport, "state": state}
 
 
