@@ -286,7 +286,9 @@ in
         example = "/var/lib/rates/rates-2016.sql";
         description = ''
           Plain-SQL pg_dump to load (RATES_DUMP); null loads the project's
-          generated sample data. The service runs as a dynamic user, so the
+          generated sample data into an empty database, and keeps whatever
+          rates-seed loaded before (set it back to null and the last dump
+          stays). The service runs as a dynamic user, so the
           file must be world-readable (a store path, or mode 0644): it is
           data, not a secret. A new dump under the same name is loaded on
           `systemctl restart rates-seed.service`; a new name is loaded by the
