@@ -378,8 +378,9 @@ def test_postgres_outage_under_load(cluster: Cluster) -> None:
     load = ClientLoad(cluster, [cluster.url("lb", path)])
     try:
         time.sleep(2)  # the scenario: traffic flows before the outage
-        down = time.time()
+        stopping = time.time()
         cluster.pg_ctl("stop")
+        down = time.time()  # the server has exited: the stop waits for it
         time.sleep(10)  # the scenario: a 10 s outage
         up = time.time()
         cluster.pg_ctl("start")
@@ -402,7 +403,7 @@ def test_postgres_outage_under_load(cluster: Cluster) -> None:
     during = sorted(r["latency"] for r in records if down + 0.5 < r["start"] < up - 0.5)
     figures(
         "postgres outage 10 s through the load balancer",
-        **outage_figures(records, down, up),
+        **outage_figures(records, stopping, down, up),
         median_during_outage_ms=round(during[len(during) // 2] * 1000, 1),
         p90_during_outage_ms=round(during[len(during) * 9 // 10] * 1000, 1),
         answered_by_the_api=len(unavailable) - from_haproxy,

@@ -140,8 +140,9 @@ def test_postgres_outage_under_load(stack: Stack) -> None:
     load = Load([stack.url + JANUARY], stack.base / "outage-load.jsonl", concurrency=4)
     try:
         time.sleep(2)  # the scenario: traffic flows before the outage
-        down = time.time()
+        stopping = time.time()
         stack.pc("process", "stop", "postgres")
+        down = time.time()  # the server has exited: the stop waits for it
         time.sleep(10)  # the scenario: a 10 s outage
         up = time.time()
         stack.pc("process", "start", "postgres")
@@ -152,7 +153,7 @@ def test_postgres_outage_under_load(stack: Stack) -> None:
     assert get(stack.url + JANUARY) == answer
     api_after = stack.processes()["api"]
     assert (api_after["pid"], api_after["restarts"]) == (api_before["pid"], 0)
-    figures = outage_figures(records, down, up)
+    figures = outage_figures(records, stopping, down, up)
     print(
         "\n[figures] postgres stopped 10 s on the stack: "
         + ", ".join(f"{k}={v}" for k, v in figures.items())

@@ -46,8 +46,9 @@ def test_postgres_outage_under_load(cluster: Cluster, served: Server, tmp_path: 
     load = Load([served.url + JANUARY], tmp_path / "load.jsonl", concurrency=4)
     try:
         time.sleep(2)  # the scenario: traffic flows before the outage
-        down = time.time()
+        stopping = time.time()
         cluster.stop()
+        down = time.time()  # the server has exited: the stop waits for it
         time.sleep(10)  # the scenario: a 10 s outage
         up = time.time()
         cluster.start()
@@ -58,7 +59,7 @@ def test_postgres_outage_under_load(cluster: Cluster, served: Server, tmp_path: 
 
     assert get(served.url + JANUARY) == (200, JANUARY_BODY)
     assert served.proc.pid == pid and served.proc.poll() is None
-    figures("postgres outage 10 s", **outage_figures(records, down, up))
+    figures("postgres outage 10 s", **outage_figures(records, stopping, down, up))
 
 
 WORKERS = 2  # RATES_WORKERS' default

@@ -105,16 +105,20 @@ class Load:
             return [json.loads(line) for line in f]
 
 
-def outage_figures(records: list[dict[str, Any]], down: float, up: float) -> dict[str, Any]:
-    """Check a load record around a database outage from `down` to `up` (time.time()).
+def outage_figures(
+    records: list[dict[str, Any]], stopping: float, down: float, up: float
+) -> dict[str, Any]:
+    """Check a load record around a database outage (times from time.time()).
 
-    Before: every request answered 200. During (after half a second for the
-    database to finish going away): every request answered 503, none slower
+    `stopping`: the stop was asked for; `down`: the stop command returned, the
+    server has exited; `up`: the start was asked for. Before `stopping`: every
+    request answered 200. During (from half a second after `down`, the time the
+    API's listening connection takes to notice): every request answered 503, none slower
     than 2.5 s (RATES_CONNECT_TIMEOUT 2 s, and a refused connection is
     immediate). After: the first 200 comes within 5 s of `up`, and every
     request started after it is a 200. Returns the figures.
     """
-    before = [r for r in records if r["start"] + r["latency"] < down]
+    before = [r for r in records if r["start"] + r["latency"] < stopping]
     during = [r for r in records if down + 0.5 < r["start"] and r["start"] + r["latency"] < up]
     after = [r for r in records if r["start"] > up]
     assert before and during and after, (len(before), len(during), len(after))
