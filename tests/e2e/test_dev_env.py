@@ -76,3 +76,26 @@ def test_psql_and_seed_replace_reach_the_stack(tmp_path: Path) -> None:
     finally:
         stack.kill()
         shutil.rmtree(stack.base, ignore_errors=True)
+
+
+class StackAsTheReadmeStartsIt(Stack):
+    """`process-compose up` with no --config, in a shell that sourced .envrc (README)."""
+
+    def command(self, tui: bool) -> list[str]:
+        cmd = super().command(tui)
+        at = cmd.index("--config")
+        del cmd[at : at + 2]
+        return ["bash", "-c", 'source ./.envrc && exec "$@"', "bash", *cmd]
+
+
+def test_process_compose_up_finds_the_local_stack() -> None:
+    """compose.yaml sits beside process-compose.yaml, and process-compose looks for it first."""
+    stack = StackAsTheReadmeStartsIt(Path(tempfile.mkdtemp(prefix="rates-e2e-")))
+    try:
+        stack.up()
+        assert set(stack.processes()) == {"about", "postgres-init", "postgres", "seed", "api"}
+        assert stack.down() == 0
+        assert stack.leftovers() == []
+    finally:
+        stack.kill()
+        shutil.rmtree(stack.base, ignore_errors=True)

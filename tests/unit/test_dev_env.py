@@ -18,8 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 LIBPQ = ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSFILE")
 
 
-def source_envrc(checkout: Path, env: dict[str, str], dotenv: str | None = None) -> dict[str, str]:
-    """The libpq variables after `source .envrc` in `checkout`, with exactly `env` besides PATH."""
+def source_envrc(
+    checkout: Path, env: dict[str, str], dotenv: str | None = None, names: tuple[str, ...] = LIBPQ
+) -> dict[str, str]:
+    """These variables after `source .envrc` in `checkout`, with exactly `env` besides PATH."""
     shutil.copy(ROOT / ".envrc", checkout / ".envrc")
     if dotenv is not None:
         (checkout / ".env").write_text(dotenv)
@@ -29,7 +31,7 @@ def source_envrc(checkout: Path, env: dict[str, str], dotenv: str | None = None)
             "-c",
             'source ./.envrc && for v in "$@"; do printf "%s=%s\\n" "$v" "${!v}"; done',
             "bash",
-            *LIBPQ,
+            *names,
         ],
         cwd=checkout,
         env={"PATH": "/usr/bin:/bin", **env},
@@ -92,6 +94,16 @@ def test_exported_values_win(tmp_path: Path) -> None:
 def test_exported_state_dir_wins_and_is_relative_to_the_checkout(tmp_path: Path) -> None:
     got = source_envrc(tmp_path, {"RATES_STATE_DIR": "second"}, "RATES_STATE_DIR=/srv/stack\n")
     assert got["PGPASSFILE"] == f"{tmp_path}/second/pgpass"
+
+
+def test_process_compose_finds_the_local_stack_not_compose_yaml(tmp_path: Path) -> None:
+    # process-compose looks for compose.yaml first, the containers' stack.
+    assert (ROOT / "compose.yaml").is_file()
+    name = ("PC_CONFIG_FILES",)
+    got = source_envrc(tmp_path, {}, names=name)
+    assert got == {"PC_CONFIG_FILES": f"{tmp_path}/process-compose.yaml"}
+    mine = source_envrc(tmp_path, {"PC_CONFIG_FILES": "/elsewhere.yaml"}, names=name)
+    assert mine == {"PC_CONFIG_FILES": "/elsewhere.yaml"}
 
 
 def test_leaves_no_helpers_behind(tmp_path: Path) -> None:
