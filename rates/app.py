@@ -9,6 +9,7 @@ matching, response object); every other request goes to Flask.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -106,27 +107,38 @@ def _code(args: Mapping[str, str], name: str) -> str:
     return value
 
 
-def daily_rates(
+@functools.lru_cache(maxsize=4096)
+def _iso_day(ordinal: int) -> str:
+    return dt.date.fromordinal(ordinal).isoformat()
+
+
+# One entry of the answer, as json_bytes writes {"count": ..., "day": ..., "price": ...}:
+# keys sorted, ints as int.__repr__ and floats as float.__repr__, which is what the json
+# module writes (an average of integer prices is always finite).
+_NO_PRICES = '{"count":null,"day":"%s","price":null}'
+_TOO_FEW = '{"count":%d,"day":"%s","price":null}'
+_AVERAGE = '{"count":%d,"day":"%s","price":%r}'
+
+
+def rates_json(
     rows: list[tuple[dt.date, int, float]], date_from: dt.date, date_to: dt.date
-) -> list[dict[str, Any]]:
-    """One entry per day from date_to down to date_from, as the original service lists them."""
-    by_day = {day: (count, avg) for day, count, avg in rows}
-    result = []
-    day = date_to
-    one = dt.timedelta(days=1)
-    while day >= date_from:
-        count, avg = by_day.get(day, (None, None))
-        result.append(
-            {
-                "day": day.isoformat(),
-                "count": count,
-                "price": avg if count is not None and count >= MIN_PRICES else None,
-            }
-        )
-        if day == dt.date.min:
-            break
-        day -= one
-    return result
+) -> bytes:
+    """The answer: one entry per day from date_to down to date_from, as the original lists them.
+
+    The same bytes as json_bytes({"rates": [...]}) of the entries, written directly:
+    building dicts for the json module took half of the request's own Python time.
+    """
+    by_day = {day.toordinal(): (count, avg) for day, count, avg in rows}
+    entries = []
+    for ordinal in range(date_to.toordinal(), date_from.toordinal() - 1, -1):
+        found = by_day.get(ordinal)
+        if found is None:
+            entries.append(_NO_PRICES % _iso_day(ordinal))
+        elif found[0] < MIN_PRICES:
+            entries.append(_TOO_FEW % (found[0], _iso_day(ordinal)))
+        else:
+            entries.append(_AVERAGE % (found[0], _iso_day(ordinal), found[1]))
+    return ('{"rates":[' + ",".join(entries) + "]}\n").encode()
 
 
 EMPTY = json_bytes({"rates": []})
@@ -149,7 +161,7 @@ def rates_answer(args: Mapping[str, str], db: Database, settings: Settings) -> b
             f"at most {settings.max_range_days} are allowed"
         )
     rows = db.query(RATES, (orig, dest, date_from, date_to))
-    return json_bytes({"rates": daily_rates(rows, date_from, date_to)})
+    return rates_json(rows, date_from, date_to)
 
 
 class RatesRoute:
