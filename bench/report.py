@@ -239,6 +239,7 @@ def markdown(r: dict[str, Any], plot_names: list[str]) -> str:
         )
     if "latency.png" in plot_names:
         lines += ["", "![latency percentiles](performance/latency.png)"]
+    lines += _tail_section(scen, top)
     lines += [
         "",
         "The query plans (EXPLAIN ANALYZE of the January query):",
@@ -300,47 +301,33 @@ def markdown(r: dict[str, Any], plot_names: list[str]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-NOTES = """## Where the time went, and what changed
+# The hand-written end of the report: the profiles and the A/B rounds behind the changes.
+NOTES = Path(__file__).with_name("notes.md").read_text(encoding="utf-8")
 
-Profiled before tuning (py-spy on a gunicorn worker, and per-process CPU, under the January
-query at 8 connections; the service as it was: 2 gthread workers x 4 threads, index in place):
-the service answered about 2,600 to 2,900 requests/s (10x the original would be about 2,900),
-with the Python workers using 1.3 of the 2 cores, PostgreSQL 0.4 and wrk 0.07. Of the worker's
-samples, about 31% were waiting on the database round trip (`cursor.execute`), 39% in Flask's
-request handling (of which JSON encoding 2%), and the rest in gunicorn's gthread machinery
-(socket writes 15%, polling and the thread pool's futures). So the cost of a request was mostly
-Python's, not PostgreSQL's: the index had already taken the query from a 2.6 ms sequential
-scan to about 0.1 ms. Gunicorn worker and thread counts (sync and gthread, 1 to 4 workers)
-moved throughput less than the noise of this shared machine.
 
-Changes, each measured in the tables above:
-
-1. **The index** `(orig_code, dest_code, day) INCLUDE (price)` (db/post-load.sql, already
-   there before this work): the original against *service without answer cache*.
-2. **An answer cache** (`AnswerCache` in rates/app.py, `DataVersion` in rates/pool.py): a
-   200 answer to `GET /rates` is kept per worker, by query string, and served again without
-   Flask or the database while the data is unchanged; *service* against *service without
-   answer cache*. Invalidation: rates-seed's transaction ends with `NOTIFY rates_data`
-   (db/post-load.sql), delivered only if it commits; each worker LISTENs on its own
-   connection. An answer is served from memory only if no message is waiting on that
-   connection and no notification arrived since it was computed; with the listening
-   connection down (PostgreSQL restarting, not yet connected) nothing is served from memory,
-   so a database outage still gives 503 at once. The notification reaches the workers
-   milliseconds after the commit; a request in between gets the old answer, as one that came
-   just before the commit would. At most 32 MiB per worker. Changing
-   `prices` by hand, not through rates-seed, needs a `NOTIFY rates_data` (or a restart).
-   Tested in tests/bench/test_answer_cache.py.
-3. **Worker and thread counts**: unchanged (`RATES_WORKERS=2`, `RATES_THREADS=4`), after the
-   sweep above: on 2 cores shared with PostgreSQL and the load generator, more workers than
-   cores only add context switches.
-
-## What this does not measure
-
-- The profile is not part of the run: it was taken once, by hand, as described above
-  (`py-spy record -p <worker pid>` under `wrk`).
-- Latency from wrk is measured from the client side and, like every closed-loop load
-  generator, under-reports queueing when the server stalls (coordinated omission).
-"""
+def _tail_section(scen: dict[str, Any], top: int) -> list[str]:
+    """Each run of the service at the most connections, with the CPU the machine spent on what."""
+    lines = [
+        "",
+        f"### The tail at {top} connections, run by run",
+        "",
+        "Every run of the service (as shipped) at "
+        f"{top} connections, with where the machine's 2 cores went meanwhile: the servers under "
+        "test (the API's workers and PostgreSQL), wrk, and other people's jobs (*other*), as "
+        "shares of both cores:",
+        "",
+        "| load | run | requests/s | p50 ms | p99 ms | max ms | servers % | wrk % | other % |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for load in ("new", "mix"):
+        for i, run in enumerate(scen[f"service/{load}/{top}"]["runs"], 1):
+            pct, cpu = run["latency_us"]["percentiles"], run["cpu"]
+            lines.append(
+                f"| {LOADS[load]} | {i} | {run['rps']:,.0f} | {pct['50'] / 1000:.2f} | "
+                f"{pct['99'] / 1000:.2f} | {run['latency_us']['max'] / 1000:.1f} | "
+                f"{cpu['servers_pct']:.0f} | {cpu['wrk_pct']:.0f} | {cpu['other_pct']:.0f} |"
+            )
+    return lines
 
 
 def _stack_headline(st: dict[str, Any] | None) -> list[str]:
