@@ -316,8 +316,9 @@ def _tail_section(scen: dict[str, Any], top: int) -> list[str]:
         "test (the API's workers and PostgreSQL), wrk, and other people's jobs (*other*), as "
         "shares of both cores:",
         "",
-        "| load | run | requests/s | p50 ms | p99 ms | max ms | servers % | wrk % | other % |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| load | run | requests/s | p50 ms | p99 ms | max ms | servers % | wrk % | other % "
+        "| machine busy % |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for load in ("new", "mix"):
         for i, run in enumerate(scen[f"service/{load}/{top}"]["runs"], 1):
@@ -325,7 +326,8 @@ def _tail_section(scen: dict[str, Any], top: int) -> list[str]:
             lines.append(
                 f"| {LOADS[load]} | {i} | {run['rps']:,.0f} | {pct['50'] / 1000:.2f} | "
                 f"{pct['99'] / 1000:.2f} | {run['latency_us']['max'] / 1000:.1f} | "
-                f"{cpu['servers_pct']:.0f} | {cpu['wrk_pct']:.0f} | {cpu['other_pct']:.0f} |"
+                f"{cpu['servers_pct']:.0f} | {cpu['wrk_pct']:.0f} | {cpu['other_pct']:.0f} | "
+                f"{cpu['machine_busy_pct']:.0f} |"
             )
     return lines
 
