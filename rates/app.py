@@ -60,6 +60,7 @@ JSON_HEADERS = (("Content-Type", "application/json"),)
 
 
 def json_bytes(value: Any) -> bytes:
+    """`value` as JSON, byte for byte as Flask's jsonify writes it."""
     return (_ENCODER.encode(value) + "\n").encode()
 
 
@@ -73,6 +74,8 @@ def query_args(query_string: str) -> dict[str, str]:
     `query_string` is the WSGI QUERY_STRING (latin-1, as PEP 3333 carries bytes).
     """
     args: dict[str, str] = {}
+    # The same call as werkzeug's Request.args, with the codec error handler that
+    # werkzeug registers on import (bytes that are not UTF-8 stay percent-encoded).
     pairs = parse_qsl(
         query_string.encode("latin1").decode(), keep_blank_values=True, errors="werkzeug.url_quote"
     )
