@@ -23,7 +23,20 @@ from typing import Any
 
 from bench import report, stack
 from bench.common import INDEX, REFERENCE_DUMP, ROOT, Service, bench_cluster, machine, run_seed
-from bench.load import JANUARY, compare, invalid_share, make_mix, scenario_runs
+from bench.load import (
+    CONNECTION_COUNTS,
+    JANUARY,
+    NEW_PER_SECOND,
+    AllNew,
+    NewMix,
+    Scenario,
+    Walk,
+    compare,
+    invalid_share,
+    make_mix,
+    scenario_runs,
+)
+from rates import settings as settings_module
 
 FULL = {
     "seconds": 5.0,
@@ -31,7 +44,9 @@ FULL = {
     "warmup": 2.0,
     "mix_size": 2000,
     "compare": 300,
+    # The sweep: RATES_WORKERS at the default threads, then RATES_THREADS at the default workers.
     "workers": [1, 2, 3, 4],
+    "threads": [1, 2, 4, 8],
     "seed_sizes": [1_000_000, 10_000_000],
     "stack_load_seconds": 5.0,
 }
@@ -42,6 +57,7 @@ QUICK = {
     "mix_size": 200,
     "compare": 20,
     "workers": [1, 2],
+    "threads": [2, 4],
     "seed_sizes": [2_000, 5_000],
     "stack_load_seconds": 1.0,
 }
@@ -82,6 +98,9 @@ def comparison(cluster: Any, dump: Path | None, cfg: dict[str, Any], work: Path)
     }
     mix = make_mix(envs["service"], cfg["mix_size"])
     out["mix"] = {"paths": len(mix), "invalid_share": round(invalid_share(mix), 3)}
+    new = NewMix(envs["service"])
+    out["new"] = {"routes": len(new.routes), "first_days": new.starts, "paths": new.size}
+    out["new"]["per_run"] = NEW_PER_SECOND * max(1, round(cfg["seconds"]))
     services = {
         "original": Service("original", envs["original"], work / "original.log"),
         "service-nocache": Service("service-nocache", envs["service"], work / "nocache.log"),
@@ -89,7 +108,9 @@ def comparison(cluster: Any, dump: Path | None, cfg: dict[str, Any], work: Path)
     }
     pg_pid = int((cluster.data / "postmaster.pid").read_text().split()[0])
     try:
-        check = [*mix[: cfg["compare"]], JANUARY]
+        # The all-new mix's check comes from the far end of its order, which no run reaches.
+        check = [*mix[: cfg["compare"]], *new.paths(new.size - cfg["compare"], cfg["compare"])]
+        check.append(JANUARY)
         out["correctness"] = {
             name: compare(services["original"].url, s.url, check)
             for name, s in services.items()
@@ -98,8 +119,13 @@ def comparison(cluster: Any, dump: Path | None, cfg: dict[str, Any], work: Path)
         scenarios = {}
         for name, s in services.items():
             ours = [s.proc.pid, pg_pid]
-            scenarios[f"{name}/january"] = (s.url, [JANUARY], ours)
-            scenarios[f"{name}/mix"] = (s.url, mix, ours)
+            scenarios[f"{name}/january/8"] = Scenario(s.url, Walk([JANUARY]), ours, 8)
+            # One stretch of the all-new order per server, shared by its runs: no run of
+            # this server repeats a path an earlier one sent.
+            fresh = AllNew(new)
+            for c in CONNECTION_COUNTS:
+                scenarios[f"{name}/mix/{c}"] = Scenario(s.url, Walk(mix), ours, c)
+                scenarios[f"{name}/new/{c}"] = Scenario(s.url, fresh, ours, c)
         log(f"load: {len(scenarios)} scenarios x {cfg['runs']} runs of {cfg['seconds']} s")
         out["scenarios"] = scenario_runs(
             scenarios,
@@ -108,28 +134,36 @@ def comparison(cluster: Any, dump: Path | None, cfg: dict[str, Any], work: Path)
             cfg["warmup"],
             work,
             sampler_roots={
-                "service/mix": {"postgres": pg_pid, "api": services["service"].proc.pid}
+                "service/mix/8": {"postgres": pg_pid, "api": services["service"].proc.pid}
             },
         )
     finally:
         for s in services.values():
             s.stop()
-    sweep: dict[str, Any] = {}
-    for kind in ("service", "service-nocache"):
-        for workers in cfg["workers"]:
-            log(f"load: {kind} with {workers} workers")
-            s = Service(kind, envs["service"], work / "sweep.log", RATES_WORKERS=str(workers))
-            try:
-                sweep[f"{kind}/{workers}"] = scenario_runs(
-                    {"mix": (s.url, mix, [s.proc.pid, pg_pid])},
-                    cfg["runs"],
-                    cfg["seconds"],
-                    cfg["warmup"],
-                    work,
-                )["mix"]["summary"]
-            finally:
-                s.stop()
-    out["workers"] = sweep
+    out["sweep"] = sweep(envs["service"], new, cfg, work, pg_pid)
+    return out
+
+
+def sweep(
+    env: dict[str, str], new: NewMix, cfg: dict[str, Any], work: Path, pg_pid: int
+) -> dict[str, Any]:
+    """The service as shipped on the all-new mix at 16 connections, per RATES_WORKERS and
+    RATES_THREADS: the figures behind the defaults."""
+    default = settings_module.load({"PGDATABASE": "-"})
+    configs = [(w, default.threads) for w in cfg["workers"]]
+    configs += [(default.workers, t) for t in cfg["threads"] if t != default.threads]
+    out: dict[str, Any] = {"default": f"{default.workers}x{default.threads}", "runs": {}}
+    for workers, threads in configs:
+        log(f"load: service with {workers} workers x {threads} threads")
+        extra = {"RATES_WORKERS": str(workers), "RATES_THREADS": str(threads)}
+        s = Service("service", env, work / "sweep.log", **extra)
+        try:
+            sc = Scenario(s.url, AllNew(new), [s.proc.pid, pg_pid], max(CONNECTION_COUNTS))
+            out["runs"][f"{workers}x{threads}"] = scenario_runs(
+                {"new": sc}, cfg["runs"], cfg["seconds"], cfg["warmup"], work
+            )["new"]["summary"]
+        finally:
+            s.stop()
     return out
 
 
@@ -177,7 +211,10 @@ def scale(cluster: Any, cfg: dict[str, Any], work: Path) -> dict[str, Any]:
         out["scenarios"] = {
             name: r["summary"]
             for name, r in scenario_runs(
-                {f"{k}/mix": (s.url, mix, [s.proc.pid, pg_pid]) for k, s in services.items()},
+                {
+                    f"{k}/mix": Scenario(s.url, Walk(mix), [s.proc.pid, pg_pid], 8)
+                    for k, s in services.items()
+                },
                 cfg["runs"],
                 cfg["seconds"],
                 cfg["warmup"],

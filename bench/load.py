@@ -11,6 +11,8 @@ import statistics
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
+from math import gcd
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -28,9 +30,15 @@ JANUARY = "/rates?" + urlencode(
         "dest_code": "EETLL",
     }
 )
-# The issue's load: 8 connections, from 2 wrk threads.
-CONNECTIONS = 8
+# Every load at 8 and at 16 connections, from 2 wrk threads.
+CONNECTION_COUNTS = (8, 16)
 WRK_THREADS = 2
+# The all-new mix: paths put aside per second of a run, more than any server here
+# answers, so that no run comes back to a path it sent (mix.lua counts it if one does).
+NEW_PER_SECOND = 12_000
+# Ranges of 1 to 31 days, as in the realistic mix, starting from 30 days before the
+# data's first day to its last.
+RANGE_DAYS = 31
 
 
 def make_mix(env: dict[str, str], size: int, seed: int = 7) -> list[str]:
@@ -78,6 +86,88 @@ def make_mix(env: dict[str, str], size: int, seed: int = 7) -> list[str]:
 def invalid_share(paths: list[str]) -> float:
     bad = sum(1 for p in paths if "02-30" in p or "orig_code=&" in p or p.count("=") < 4)
     return bad / len(paths)
+
+
+class NewMix:
+    """Requests that are all different: every (route, first day, length) once, in a shuffled order.
+
+    Uniform over the data's routes, over first days from 30 days before the data's first
+    day to its last, and over lengths of 1 to 31 days. Path i is the i-th of an affine
+    permutation of that space (index * stride + offset, modulo its size, with the stride
+    prime to the size), so that paths are drawn without repeats and without a list in memory.
+    """
+
+    def __init__(self, env: dict[str, str], seed: int = 11) -> None:
+        conn = psycopg2.connect("", **_libpq(env))
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT DISTINCT orig_code, dest_code FROM prices ORDER BY 1, 2")
+            self.routes: list[tuple[str, str]] = cur.fetchall()
+            cur.execute("SELECT min(day), max(day) FROM prices")
+            first, last = cur.fetchone()
+        conn.close()
+        self.first = first - dt.timedelta(days=RANGE_DAYS - 1)
+        self.starts = (last - self.first).days + 1
+        self.size = len(self.routes) * self.starts * RANGE_DAYS
+        rng = random.Random(seed)
+        self.stride = rng.randrange(self.size // 3, self.size)
+        while gcd(self.stride, self.size) != 1:
+            self.stride += 1
+        self.offset = rng.randrange(self.size)
+
+    def path(self, i: int) -> str:
+        n = (i * self.stride + self.offset) % self.size
+        n, route = divmod(n, len(self.routes))
+        length, start = divmod(n, self.starts)
+        orig, dest = self.routes[route]
+        first = self.first + dt.timedelta(days=start)
+        q = {
+            "date_from": first.isoformat(),
+            "date_to": (first + dt.timedelta(days=length)).isoformat(),
+            "orig_code": orig,
+            "dest_code": dest,
+        }
+        return "/rates?" + urlencode(q)
+
+    def paths(self, start: int, count: int) -> list[str]:
+        return [self.path(i) for i in range(start, start + count)]
+
+
+class Walk:
+    """A fixed list of paths, walked round and round by every run (the realistic mix, January)."""
+
+    once = False
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+
+    def next_run(self, seconds: float) -> list[str]:
+        return self.paths
+
+
+class AllNew:
+    """Paths this server has not been sent before: each run takes the next unused stretch."""
+
+    once = True
+
+    def __init__(self, mix: NewMix) -> None:
+        self.mix = mix
+        self.used = 0
+
+    def next_run(self, seconds: float) -> list[str]:
+        count = min(round(NEW_PER_SECOND * max(1, round(seconds))), self.mix.size)
+        paths = self.mix.paths(self.used, count)
+        self.used += count
+        return paths
+
+
+@dataclass
+class Scenario:
+    """One load on one server: where, what, whose CPU is ours, how many connections."""
+
+    url: str
+    source: Walk | AllNew
+    ours: list[int]
+    connections: int
 
 
 def _libpq(env: dict[str, str]) -> dict[str, str]:
@@ -128,14 +218,24 @@ class Sampler:
 
 
 def wrk(
-    url: str, paths: list[str], seconds: float, workdir: Path, ours: list[int] | None = None
+    url: str,
+    paths: list[str],
+    seconds: float,
+    workdir: Path,
+    ours: list[int] | None = None,
+    connections: int = 8,
+    once: bool = False,
 ) -> dict[str, Any]:
-    """One wrk run; its summary, plus the machine's CPU use by processes other than ours."""
+    """One wrk run; its summary, plus the machine's CPU use by processes other than ours.
+
+    `once`: each wrk thread sends its share of `paths` in order, each once (mix.lua counts
+    the paths sent again if the run outlasts them); otherwise they are walked round and round.
+    """
     paths_file = workdir / "paths.txt"
     if not paths_file.exists() or paths_file.read_text().splitlines() != paths:
         paths_file.write_text("\n".join(paths) + "\n")
     # wrk takes whole seconds.
-    cmd = ["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{max(1, round(seconds))}s"]
+    cmd = ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{max(1, round(seconds))}s"]
     cmd += ["--timeout", "5s"]
     cmd += ["-s", str(SCRIPT), url]
     roots = ours or []
@@ -144,7 +244,12 @@ def wrk(
     before_children = _children_cpu()
     proc = subprocess.Popen(
         cmd,
-        env={**os.environ, "BENCH_PATHS": str(paths_file)},
+        env={
+            **os.environ,
+            "BENCH_PATHS": str(paths_file),
+            "BENCH_ORDER": "once" if once else "walk",
+            "BENCH_THREADS": str(WRK_THREADS),
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -182,7 +287,7 @@ def _children_cpu() -> float:
 
 
 def scenario_runs(
-    scenarios: dict[str, tuple[str, list[str], list[int]]],
+    scenarios: dict[str, Scenario],
     runs: int,
     seconds: float,
     warmup: float,
@@ -192,21 +297,25 @@ def scenario_runs(
     """Each scenario warmed up once, then `runs` rounds with the scenarios interleaved, so that
     anything else the machine does falls on all of them alike; medians and spread."""
     results: dict[str, dict[str, Any]] = {name: {"runs": []} for name in scenarios}
-    for name, (url, paths, ours) in scenarios.items():
+
+    def run(name: str, sc: Scenario, secs: float) -> dict[str, Any]:
         d = workdir / name.replace("/", "_")
         d.mkdir(exist_ok=True)
-        wrk(url, paths, warmup, d, ours)
+        paths = sc.source.next_run(secs)
+        return wrk(sc.url, paths, secs, d, sc.ours, sc.connections, sc.source.once)
+
+    for name, sc in scenarios.items():
+        run(name, sc, warmup)
     for _ in range(runs):
-        for name, (url, paths, ours) in scenarios.items():
-            d = workdir / name.replace("/", "_")
+        for name, sc in scenarios.items():
             roots = (sampler_roots or {}).get(name)
             if roots:
                 with Sampler(roots) as sampler:
-                    run = wrk(url, paths, seconds, d, ours)
-                run["memory_peak"] = sampler.peak
+                    result = run(name, sc, seconds)
+                result["memory_peak"] = sampler.peak
             else:
-                run = wrk(url, paths, seconds, d, ours)
-            results[name]["runs"].append(run)
+                result = run(name, sc, seconds)
+            results[name]["runs"].append(result)
     for r in results.values():
         r["summary"] = summarize(r["runs"])
     return results
@@ -231,6 +340,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "errors": sum(r["errors"] for r in runs),
         "requests": sum(r["requests"] for r in runs),
         "status_400": sum(r["status"]["400"] for r in runs),
+        "repeats": sum(r["repeats"] for r in runs),
         "machine_busy_pct": spread([r["cpu"]["machine_busy_pct"] for r in runs]),
         "other_cpu_pct": spread([r["cpu"]["other_pct"] for r in runs]),
     }

@@ -17,8 +17,16 @@ import datetime as dt
 import psycopg2
 from flask import Flask, jsonify, request
 
-# The same SQL as the service's; without the index PostgreSQL scans the whole table.
-from rates.app import RATES_SQL
+# The same query as the service's (rates/app.py RATES), as the original ran it: text
+# interpolated by psycopg2, parsed and planned on every request; without the index
+# PostgreSQL scans the whole table.
+RATES_SQL = """
+SELECT day, count(*), avg(price)::float8
+FROM prices
+WHERE orig_code = %(orig)s AND dest_code = %(dest)s
+  AND day BETWEEN %(date_from)s AND %(date_to)s
+GROUP BY day
+"""
 
 app = Flask(__name__)
 app.json.sort_keys = True

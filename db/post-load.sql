@@ -15,6 +15,6 @@ ANALYZE ports;
 ANALYZE prices;
 
 -- Tells running services that the data changed: they drop the answers they keep
--- (rates/app.py AnswerCache). A notification is delivered only when the load's
+-- (rates/cache.py AnswerCache). A notification is delivered only when the load's
 -- transaction commits, and never when it rolls back.
 NOTIFY rates_data;

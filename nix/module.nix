@@ -166,7 +166,9 @@ in
 
     threads = lib.mkOption {
       type = lib.types.ints.between 1 64;
-      default = 4;
+      # The service's own default (RATES_THREADS): on 2 cores, 2 threads gave
+      # a shorter tail than 4 at the same throughput (docs/performance.md).
+      default = 2;
       description = "Threads per worker, the requests one worker serves at once (RATES_THREADS).";
     };
 

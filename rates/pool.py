@@ -8,13 +8,16 @@ a query that fails because its connection broke is retried once on a fresh
 one (every query the service runs is a read, so a retry is safe), and broken
 connections are dropped. Connections are in autocommit mode, so none is ever
 left `idle in transaction`.
+
+A `Statement` is prepared on each connection the first time that connection
+runs it (`PREPARE`), then run with `EXECUTE`: PostgreSQL parses and plans it
+once per connection instead of on every request. A new connection (after a
+PostgreSQL restart, say) prepares it again.
 """
 
 from __future__ import annotations
 
-import select
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,22 +31,41 @@ class DatabaseUnavailable(Exception):
     """The database cannot answer now; the message is safe to show to clients."""
 
 
+class Statement:
+    """A query to prepare once per connection: `sql` numbers its parameters $1, $2, ..."""
+
+    def __init__(self, name: str, sql: str, types: Sequence[str]) -> None:
+        self.name = name
+        self.prepare = f"PREPARE {name} ({', '.join(types)}) AS {sql}"
+        self.execute = f"EXECUTE {name} ({', '.join(['%s'] * len(types))})"
+
+
+class _Connection(psycopg2.extensions.connection):
+    """A connection that knows which statements it has prepared."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prepared: set[str] = set()
+
+
 class Database:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._lock = threading.Lock()
         # Connections are opened on first use, in the process that uses them:
         # nothing connects at import time, and no socket crosses a fork.
-        self._idle: list[psycopg2.extensions.connection] = []
+        self._idle: list[_Connection] = []
         # Bounds the connections open at once, idle or busy.
         self._slots = threading.BoundedSemaphore(settings.pool_size)
 
-    def _take(self) -> psycopg2.extensions.connection:
+    def _take(self) -> _Connection:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
         try:
-            conn = psycopg2.connect("", **self._settings.connect_kwargs())
+            conn = psycopg2.connect(
+                "", connection_factory=_Connection, **self._settings.connect_kwargs()
+            )
         except psycopg2.OperationalError as exc:
             raise DatabaseUnavailable(
                 f"cannot connect to the database: {_first_line(exc)}"
@@ -51,14 +73,16 @@ class Database:
         conn.autocommit = True
         return conn
 
-    def _give(self, conn: psycopg2.extensions.connection, broken: bool = False) -> None:
+    def _give(self, conn: _Connection, broken: bool = False) -> None:
         if broken or conn.closed:
             conn.close()
             return
         with self._lock:
             self._idle.append(conn)
 
-    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+    def query(
+        self, sql: str | Statement, params: Sequence[Any] | dict[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
         """Run one read-only statement and return all its rows."""
         if not self._slots.acquire(timeout=self._settings.connect_timeout):
             raise DatabaseUnavailable("all database connections are busy")
@@ -67,13 +91,27 @@ class Database:
                 conn = self._take()
                 try:
                     with conn.cursor() as cur:
-                        cur.execute(sql, params)
+                        if isinstance(sql, Statement):
+                            if sql.name not in conn.prepared:
+                                cur.execute(sql.prepare)
+                                conn.prepared.add(sql.name)
+                            cur.execute(sql.execute, params)
+                        else:
+                            cur.execute(sql, params)
                         rows = cur.fetchall()
                 except psycopg2.errors.UndefinedTable as exc:
                     self._give(conn)
                     raise DatabaseUnavailable(
                         "the database holds no rates data yet: run rates-seed"
                     ) from exc
+                except psycopg2.errors.InvalidSqlStatementName:
+                    # The session lost its prepared statements (DEALLOCATE, DISCARD ALL):
+                    # prepare again, once.
+                    conn.prepared.clear()
+                    self._give(conn)
+                    if attempt == 2:
+                        raise
+                    continue
                 except psycopg2.errors.QueryCanceled as exc:
                     self._give(conn)
                     raise DatabaseUnavailable(
@@ -100,84 +138,6 @@ class Database:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
-
-
-# rates-seed sends NOTIFY on this channel in the transaction that loads new data
-# (db/post-load.sql), so the notification arrives when that transaction commits.
-CHANNEL = "rates_data"
-
-
-class DataVersion:
-    """Whether the data is unchanged since an answer was computed, from LISTEN rates_data.
-
-    `current()` is a generation number, or None when nothing can be promised: no
-    listening connection (not started, PostgreSQL down), or a message waiting on it
-    (a notification, or the server closing it) that the listening thread has not
-    handled yet. The thread bumps the generation before it reads anything, so an
-    answer tagged with a generation is served again only while no notification
-    has arrived since it was computed.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._lock = threading.Lock()
-        self._conn: psycopg2.extensions.connection | None = None
-        self._generation = 0
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start listening, once per process; the thread connects in the background."""
-        if self._thread is not None:
-            return
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="rates-listen", daemon=True)
-                self._thread.start()
-
-    def current(self) -> int | None:
-        conn = self._conn
-        if conn is None:
-            return None
-        try:
-            # Readability first, then the generation: see _listen().
-            waiting, _, _ = select.select([conn], [], [], 0)
-        except (OSError, ValueError):
-            return None
-        return None if waiting else self._generation
-
-    def _changed(self, conn: psycopg2.extensions.connection | None) -> None:
-        with self._lock:
-            self._generation += 1
-            self._conn = conn
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn = psycopg2.connect("", **self._settings.connect_kwargs())
-            except Exception:  # down, refused, no slot: answers are simply not kept
-                time.sleep(1)
-                continue
-            try:
-                conn.autocommit = True
-                with conn.cursor() as cur:
-                    cur.execute(f"LISTEN {CHANNEL}")
-                # Anything kept before this point may predate a load we did not hear of.
-                self._changed(conn)
-                self._listen(conn)
-            except Exception:  # the connection broke: forget everything kept
-                self._changed(None)
-            finally:
-                conn.close()
-            time.sleep(0.5)
-
-    def _listen(self, conn: psycopg2.extensions.connection) -> None:
-        while True:
-            select.select([conn], [], [])
-            # Bump before reading, so that between the read and the bump no caller
-            # sees an idle socket and the old generation.
-            self._changed(conn)
-            conn.poll()
-            conn.notifies.clear()
 
 
 def _first_line(exc: BaseException) -> str:

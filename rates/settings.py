@@ -96,7 +96,9 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("RATES_PORT", _integer(1, 65535), _PORT, "3000"),
     Variable("RATES_WORKERS", _integer(1, 64), "an integer from 1 to 64", "2"),
-    Variable("RATES_THREADS", _integer(1, 64), "an integer from 1 to 64", "4"),
+    # 2: on 2 cores, fewer threads contending for each worker's GIL gave a shorter tail at
+    # the same throughput than 4 (docs/performance.md, the sweep and bench/notes.md).
+    Variable("RATES_THREADS", _integer(1, 64), "an integer from 1 to 64", "2"),
     Variable("RATES_POOL_SIZE", _integer(1, 100), "an integer from 1 to 100", "4"),
     Variable(
         "RATES_STATEMENT_TIMEOUT_MS",

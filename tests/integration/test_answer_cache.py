@@ -1,4 +1,4 @@
-"""The answer cache (rates/app.py AnswerCache) never serves an answer from data that is gone."""
+"""The answer cache (rates/cache.py AnswerCache) never serves an answer from data that is gone."""
 
 from __future__ import annotations
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import json
 
 import pytest
 
 from rates import settings
-from rates.app import create_app, daily_rates
+from rates.app import create_app, json_bytes, rates_json
 
 NOWHERE = {
     "PGDATABASE": "rates",
@@ -127,20 +128,39 @@ def test_wrong_method_is_json(client) -> None:  # type: ignore[no-untyped-def]
     assert (r.status_code, r.json["error"]) == (405, "method_not_allowed")
 
 
-def test_daily_rates_lists_every_day_downwards() -> None:
+def test_rates_json_lists_every_day_downwards() -> None:
     d = dt.date
-    rows = [(d(2016, 1, 3), 3, 10.5), (d(2016, 1, 1), 2, 7.0)]
-    assert daily_rates(rows, d(2015, 12, 31), d(2016, 1, 3)) == [
-        {"day": "2016-01-03", "count": 3, "price": 10.5},
-        {"day": "2016-01-02", "count": None, "price": None},
-        {"day": "2016-01-01", "count": 2, "price": None},
-        {"day": "2015-12-31", "count": None, "price": None},
-    ]
+    rows = [(d(2016, 1, 3), 3, 10.5), (d(2016, 1, 1), 2, 7.0), (d(2016, 1, 4), 4, 1154.0 + 1 / 3)]
+    expected = {
+        "rates": [
+            {"day": "2016-01-04", "count": 4, "price": 1154.3333333333333},
+            {"day": "2016-01-03", "count": 3, "price": 10.5},
+            {"day": "2016-01-02", "count": None, "price": None},
+            {"day": "2016-01-01", "count": 2, "price": None},
+            {"day": "2015-12-31", "count": None, "price": None},
+        ]
+    }
+    body = rates_json(rows, d(2015, 12, 31), d(2016, 1, 4))
+    assert json.loads(body) == expected
+    # Byte for byte what the json module writes, as Flask's JSON provider did before.
+    assert body == json_bytes(expected)
+    assert body.startswith(b'{"rates":[{"count":4,"day":"2016-01-04","price":1154.3333333333333}')
 
 
-def test_daily_rates_at_the_first_representable_day() -> None:
+@pytest.mark.parametrize(
+    "price", [0.0, 1.0, 1e-05, 1.5e-07, 123456789012345.6, 1e15, 1e16, 1.2345e22, -3.25]
+)
+def test_rates_json_writes_prices_as_the_json_module(price: float) -> None:
+    day = dt.date(2016, 1, 1)
+    expected = {"rates": [{"count": 3, "day": "2016-01-01", "price": price}]}
+    assert rates_json([(day, 3, price)], day, day) == json_bytes(expected)
+
+
+def test_rates_json_at_the_first_representable_day() -> None:
     first = dt.date.min
-    assert daily_rates([], first, first) == [{"day": "0001-01-01", "count": None, "price": None}]
+    assert json.loads(rates_json([], first, first)) == {
+        "rates": [{"day": "0001-01-01", "count": None, "price": None}]
+    }
 
 
 def test_an_unexpected_error_is_a_json_500_without_details() -> None:

@@ -18,7 +18,7 @@ PASSWORD = "s3cret"  # pragma: allowlist secret (test data)
 
 def test_defaults() -> None:
     s = settings.load(BASE)
-    assert (s.host, s.port, s.workers, s.threads, s.pool_size) == ("127.0.0.1", 3000, 2, 4, 4)
+    assert (s.host, s.port, s.workers, s.threads, s.pool_size) == ("127.0.0.1", 3000, 2, 2, 4)
     assert (s.statement_timeout_ms, s.connect_timeout, s.max_range_days) == (5000, 5, 366)
     assert (s.access_log, s.dump, s.seed_wait, s.password) == (False, None, 30, None)
 
