@@ -209,6 +209,14 @@ class Network:
         # address detection; only the plan's IPv4 addresses exist. No forwarding:
         # a new namespace may inherit it from the machine's.
         settings = [f"net.ipv6.conf.{key}.disable_ipv6=1" for key in ("all", "default")]
+        # The load opens a new connection per request (testlib/load.py), and the
+        # side that closes keeps each port in TIME_WAIT for 60 s: at thousands of
+        # requests a second, the default 28,000 ephemeral ports ran out
+        # ("Cannot assign requested address"). More ports, none of them a
+        # service's (80, 3000, 5432), and TIME_WAIT reused for new outgoing
+        # connections (tcp_tw_reuse=1; the default 2 allows it on loopback only).
+        # Both are settings of each namespace, not of the machine.
+        settings += ["net.ipv4.ip_local_port_range=10000 65000", "net.ipv4.tcp_tw_reuse=1"]
         sh("ip", "netns", "exec", name, "sysctl", "-qw", *settings, "net.ipv4.ip_forward=0")
 
     def create(self) -> None:
