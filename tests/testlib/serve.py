@@ -24,6 +24,20 @@ def get(url: str, timeout: float = 10) -> tuple[int, Any]:
             return e.code, json.loads(e.read())
 
 
+def check_contract(url: str, cases: list[dict[str, Any]]) -> int:
+    """Every contract case over HTTP at `url`: its status, and equal JSON for a 200.
+
+    Returns how many cases were checked.
+    """
+    for case in cases:
+        query = "&".join(f"{k}={v}" for k, v in case["query"].items())
+        status, body = get(f"{url}{case['path']}?{query}")
+        assert status == case["status"], (case, body)
+        if status == 200:
+            assert json.dumps(body, sort_keys=True) == json.dumps(case["body"], sort_keys=True)
+    return len(cases)
+
+
 def wait_until(predicate, what: str, timeout: float = 60, interval: float = 0.05):  # type: ignore[no-untyped-def]
     """Poll `predicate` until it returns something truthy; fail with `what` after `timeout`."""
     deadline = time.monotonic() + timeout
