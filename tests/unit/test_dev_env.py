@@ -29,7 +29,7 @@ def source_envrc(
         [
             "bash",
             "-c",
-            'source ./.envrc && for v in "$@"; do printf "%s=%s\\n" "$v" "${!v}"; done',
+            'source ./.envrc && for v in "$@"; do printf "%s=%s\\n" "$v" "${!v-(unset)}"; done',
             "bash",
             *names,
         ],
@@ -59,12 +59,38 @@ def test_defaults_are_the_stacks(tmp_path: Path, stack_defaults: dict[str, str])
     got = source_envrc(tmp_path, {})
     assert got == {
         "PGHOST": stack_defaults["PGHOST"],
-        "PGPORT": stack_defaults["PGPORT"],
+        # Not exported: an exported PGPORT would win over .env for
+        # process-compose. libpq's default is the stack's.
+        "PGPORT": "(unset)",
         "PGUSER": stack_defaults["PGUSER"],
         "PGDATABASE": stack_defaults["PGDATABASE"],
         "PGPASSFILE": f"{tmp_path}/{stack_defaults['state']}/pgpass",
     }
-    assert got["PGHOST"] == "127.0.0.1" and got["PGPORT"] == "5432"
+    assert got["PGHOST"] == "127.0.0.1" and stack_defaults["PGPORT"] == "5432"
+
+
+def test_a_changed_dotenv_is_taken_when_sourced_again(tmp_path: Path) -> None:
+    """The dev shell sourced .envrc before .env named another port: source it again."""
+    shutil.copy(ROOT / ".envrc", tmp_path / ".envrc")
+    script = (
+        "source ./.envrc && first=$PGPASSFILE"
+        " && printf 'PGPORT=6001\\nRATES_STATE_DIR=/srv/a\\n' >.env && source ./.envrc"
+        ' && printf \'%s %s %s\\n\' "$first" "$PGPORT" "$PGPASSFILE"'
+        " && printf 'PGPORT=6002\\n' >.env && source ./.envrc"
+        ' && printf \'%s %s\\n\' "$PGPORT" "$PGPASSFILE"'
+    )
+    out = subprocess.run(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.splitlines() == [
+        f"{tmp_path}/.state/pgpass 6001 /srv/a/pgpass",
+        f"6002 {tmp_path}/.state/pgpass",
+    ]
 
 
 def test_dotenv_sets_the_port_and_state_as_for_process_compose(tmp_path: Path) -> None:
