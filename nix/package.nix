@@ -68,6 +68,8 @@ python3Packages.buildPythonApplication {
     "tests/e2e"
     "tests/bench"
     "tests/static"
+    "tests/compose"
+    "tests/cluster"
   ];
 
   # Test the installed package, not the source tree: only the installed one
