@@ -93,7 +93,14 @@ def test_the_password_reaches_no_argv_and_no_service_environment(tmp_path: Path)
 
         server = Server(env, tmp_path / "serve.log")
         server.wait_ready("/readyz")
-        workers = children(server.proc.pid)
+
+        # /readyz can be answered by the first worker before gunicorn has
+        # forked the second.
+        def both_workers() -> list[int] | None:
+            found = children(server.proc.pid)
+            return found if len(found) >= 2 else None
+
+        workers = wait_until(both_workers, "both gunicorn workers", timeout=30)
         assert len(workers) == 2  # RATES_WORKERS' default
         seen["rates-serve"] = exposed(server.proc.pid)
         for n, worker in enumerate(workers):
