@@ -41,7 +41,7 @@ from testlib import containers
 from testlib.postgres import free_port
 from testlib.reports import failed
 from testlib.sample import JANUARY, JANUARY_BODY
-from testlib.serve import check_contract, get
+from testlib.serve import check_contract, get, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
@@ -308,7 +308,13 @@ def test_stack_lifecycle(stack: Stack) -> None:
     api = c["api"]
     assert api["Config"]["User"] == "65534:65534"
     master = api["State"]["Pid"]
-    workers = children(master)
+
+    # Healthy means one worker answered; gunicorn forks the second alongside.
+    def both_workers() -> list[int] | None:
+        found = children(master)
+        return found if len(found) >= 2 else None
+
+    workers = wait_until(both_workers, "both gunicorn workers", timeout=30)
     assert len(workers) == 2
     for pid in [master, *workers]:
         # Real and effective user, no capability even in the bounding set, and
