@@ -1,6 +1,6 @@
 # The service as an OCI image: `docker run IMAGE` serves on port 3000,
 # `docker run IMAGE rates-seed` loads the data once, and `rates-probe` is the
-# health check (compose.yaml runs all three). Configuration (PGHOST,
+# health check (docker-compose.yaml runs all three). Configuration (PGHOST,
 # PGPASSWORD or PGPASSWORD_FILE, RATES_*) comes from the container's
 # environment; the image carries no secrets.
 #

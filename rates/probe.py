@@ -22,7 +22,7 @@ from typing import Any
 from rates.settings import VARIABLES, SettingsError
 
 PATH = "/readyz"
-# Shorter than the health checks that run the probe (5 s in compose.yaml), so
+# Shorter than the health checks that run the probe (5 s in docker-compose.yaml), so
 # that the probe, not the engine, says what took too long.
 TIMEOUT = 3.0
 # Listen addresses that mean "every interface": the probe reaches those on

@@ -1,16 +1,16 @@
-"""compose.yaml run by the real Compose tool as the README runs it, configured from the environment.
+"""docker-compose.yaml run by the real Compose tool as the README runs it, configured from the environment.
 
 Two ways to run, chosen by the environment:
 
 - RATES_IMAGE set (the GitHub workflow, after `nix build .#image` and
   `docker load`): the real images on the engine DOCKER_HOST names (Docker's
   socket by default), PostgreSQL's image from RATES_POSTGRES_IMAGE or
-  compose.yaml's default.
+  docker-compose.yaml's default.
 - RATES_IMAGE unset (.ci/run, as root): stand-in images made here from the
   host's Debian packages (tests/testlib/containers.py says what they share
   with the real ones), on rootful podman through its Docker-compatible API.
 
-Either way Docker Compose v2 (or later) runs compose.yaml unchanged, and the
+Either way Docker Compose v2 (or later) runs docker-compose.yaml unchanged, and the
 tests read what they check through the Docker Engine API. Each test has a
 project of its own (containers, network, volume) on a free port, removed
 afterwards whatever happened; the stand-in images and podman's service last
@@ -44,7 +44,7 @@ from testlib.sample import JANUARY, JANUARY_BODY
 from testlib.serve import check_contract, get, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE_FILE = ROOT / "compose.yaml"
+COMPOSE_FILE = ROOT / "docker-compose.yaml"
 REAL_IMAGES = bool(os.environ.get("RATES_IMAGE"))
 
 
@@ -134,7 +134,7 @@ def engine() -> Iterator[Engine]:
 
 
 class Stack:
-    """One Compose project of compose.yaml: `docker compose` with this stack's environment."""
+    """One Compose project of docker-compose.yaml: `docker compose` with this stack's environment."""
 
     def __init__(self, engine: Engine, base: Path) -> None:
         self.engine = engine
@@ -149,7 +149,7 @@ class Stack:
         secret = self.state / "secrets" / "pgpassword"
         secret.write_text(self.password + "\n")
         secret.chmod(0o644)
-        # Every variable compose.yaml reads is set, so that a developer's .env
+        # Every variable docker-compose.yaml reads is set, so that a developer's .env
         # beside it changes nothing here (the environment wins over .env).
         self.env = {
             **os.environ,
@@ -304,7 +304,7 @@ def test_stack_lifecycle(stack: Stack) -> None:
     # The API on the published port, with the sample's known answer.
     assert get(stack.url + JANUARY) == (200, JANUARY_BODY)
 
-    # The API runs as the image's non-root user, hardened as compose.yaml says.
+    # The API runs as the image's non-root user, hardened as docker-compose.yaml says.
     api = c["api"]
     assert api["Config"]["User"] == "65534:65534"
     master = api["State"]["Pid"]

@@ -1,4 +1,4 @@
-"""compose.yaml as data: its documented variables, defaults and promises, without an engine.
+"""docker-compose.yaml as data: its documented variables, defaults and promises, without an engine.
 
 test_compose.py runs the file; this holds it to what the README says where no
 container engine is at hand, and to the names it shares with the local stack.
@@ -30,7 +30,7 @@ SECRET = "/run/secrets/pgpassword"
 
 @pytest.fixture(scope="module")
 def text() -> str:
-    return (ROOT / "compose.yaml").read_text()
+    return (ROOT / "docker-compose.yaml").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def compose(text: str) -> dict:
 
 
 def defaults(text: str) -> dict[str, str | None]:
-    """Each variable compose.yaml reads, with its `:-` default (None where it has none)."""
+    """Each variable docker-compose.yaml reads, with its `:-` default (None where it has none)."""
     found: dict[str, str | None] = {}
     for name, op, value in INTERPOLATION.findall(text):
         found.setdefault(name, None)
@@ -168,7 +168,7 @@ def test_the_rates_containers_are_hardened(compose: dict) -> None:
 
 @pytest.fixture(scope="module")
 def resolve():  # type: ignore[no-untyped-def]
-    """Compose's own reading of compose.yaml, with a .env beside it and this environment."""
+    """Compose's own reading of docker-compose.yaml, with a .env beside it and this environment."""
     compose = containers.compose_command()
     if compose is None:
         pytest.skip(
@@ -178,7 +178,7 @@ def resolve():  # type: ignore[no-untyped-def]
 
     def run(project: Path, dotenv: str = "", **env: str) -> dict[str, Any]:
         (project / ".env").write_text(dotenv)
-        argv = [*compose, "--project-directory", str(project), "--file", str(ROOT / "compose.yaml")]
+        argv = [*compose, "--project-directory", str(project), "--file", str(ROOT / "docker-compose.yaml")]
         result = subprocess.run(
             [*argv, "config", "--format", "json"],
             # Nothing from the caller's environment but what finds the tool.

@@ -1,6 +1,6 @@
 """PGPASSWORD_FILE as the containers use it: read by the service, passed on in no argv.
 
-compose.yaml hands the password to rates-seed and rates-serve as a file (a
+docker-compose.yaml hands the password to rates-seed and rates-serve as a file (a
 Compose secret) that must be readable by the image's user; these tests run
 the same commands as plain processes with the file laid out the same way,
 and look at what every process they start exposes in /proc. The logs are
@@ -48,7 +48,7 @@ def test_the_password_reaches_no_argv_and_no_service_environment(tmp_path: Path)
     cluster.start()
     server = None
     try:
-        # compose.yaml's layout: a file every user may read (the image's user
+        # docker-compose.yaml's layout: a file every user may read (the image's user
         # is not its owner) in a directory only its owner may enter.
         directory = tmp_path / "secrets"
         directory.mkdir(mode=0o700)

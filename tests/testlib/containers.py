@@ -1,6 +1,6 @@
 """Containers for the compose tests: the engine's API, podman as an engine, stand-in images.
 
-The compose tests drive the real Compose tool on compose.yaml, against either
+The compose tests drive the real Compose tool on docker-compose.yaml, against either
 engine: Docker's daemon, or podman's Docker-compatible service. They read what
 they check through the Docker Engine API, which both serve on a Unix socket.
 
@@ -15,7 +15,7 @@ images are stand-ins made here from the host's own Debian packages:
   libraries, not nixpkgs'), and PostgreSQL's client is the host's (15).
 - postgres: the host's PostgreSQL server (Debian's, 15 on Debian 12) with an
   entry point that honours the official image's contract as far as
-  compose.yaml uses it (POSTGRES_USER, POSTGRES_DB, POSTGRES_PASSWORD_FILE read
+  docker-compose.yaml uses it (POSTGRES_USER, POSTGRES_DB, POSTGRES_PASSWORD_FILE read
   as root, then postgres as user postgres, PGDATA=/var/lib/postgresql/data,
   password authentication over TCP, pg_isready on PATH). Not the official
   image: another major version, another entry point, no initdb scripts.

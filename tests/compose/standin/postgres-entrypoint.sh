@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stand-in for the official postgres image's docker-entrypoint.sh, in the
 # image tests/testlib/containers.py builds from the host's PostgreSQL. It
-# honours the parts of that image's contract compose.yaml relies on, the same
+# honours the parts of that image's contract docker-compose.yaml relies on, the same
 # way: started as root, it reads POSTGRES_PASSWORD_FILE, takes PGDATA for the
 # postgres user and starts itself again as that user; on an empty PGDATA it
 # creates the cluster with POSTGRES_USER as superuser (password from the file),
