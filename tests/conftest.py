@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
+from testlib import figures as figures_module
 from testlib.postgres import Cluster
 from testlib.reports import REPORTS
 from testlib.serve import Server
@@ -67,12 +68,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(getattr(pytest.mark, parts[0]))
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    figures_module.start_test(item.nodeid)
+
+
+_passed: set[str] = set()
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     """Keep each phase's report, so that fixtures can print logs when a test failed."""
     report = yield
     item.stash.setdefault(REPORTS, {})[report.when] = report
+    if report.when == "call" and report.passed:
+        _passed.add(item.nodeid)
     return report
+
+
+def pytest_sessionfinish() -> None:
+    """The figures of the tests that passed, for the reliability report (testlib/figures.py)."""
+    figures_module.write(_passed)
 
 
 def needs_reference_dump() -> None:

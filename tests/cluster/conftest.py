@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 from conftest import REFERENCE_DUMP, ROOT
-from testlib.cluster import Cluster, figures
+from testlib.cluster import Cluster
+from testlib.figures import figures
 from testlib.netns import User
 from testlib.reports import failed
 

@@ -28,8 +28,9 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, contract_cases
-from testlib.cluster import NIXOS_HAPROXY_GLOBAL, ClientLoad, Cluster, figures
+from testlib.cluster import NIXOS_HAPROXY_GLOBAL, ClientLoad, Cluster
 from testlib.cluster_plan import Plan
+from testlib.figures import figures
 from testlib.sample import JANUARY, JANUARY_BODY
 from testlib.serve import outage_figures
 

@@ -1,4 +1,4 @@
-"""docker-compose.yaml run by the real Compose tool as the README runs it, configured from the environment.
+"""docker-compose.yaml run by the real Compose tool as the README runs it, from the environment.
 
 Two ways to run, chosen by the environment:
 
@@ -38,6 +38,7 @@ from typing import Any
 import pytest
 from conftest import CONTRACT, REFERENCE_DUMP
 from testlib import containers
+from testlib.figures import figures
 from testlib.postgres import free_port
 from testlib.reports import failed
 from testlib.sample import JANUARY, JANUARY_BODY
@@ -134,7 +135,7 @@ def engine() -> Iterator[Engine]:
 
 
 class Stack:
-    """One Compose project of docker-compose.yaml: `docker compose` with this stack's environment."""
+    """One Compose project: `docker compose` with this stack's environment."""
 
     def __init__(self, engine: Engine, base: Path) -> None:
         self.engine = engine
@@ -279,7 +280,7 @@ def test_stack_lifecycle(stack: Stack) -> None:
     started = time.monotonic()
     first = stack.up()
     assert first.returncode == 0, stack.outputs[-1]
-    print(f"[figures] compose up --wait on an empty volume: {time.monotonic() - started:.1f} s")
+    figures("compose up --wait on an empty volume", seconds=f"{time.monotonic() - started:.1f}")
     assert_started_in_order(first.stdout + first.stderr, stack.project)
 
     # Readiness as the health checks saw it: PostgreSQL answers over TCP, the
@@ -344,7 +345,7 @@ def test_stack_lifecycle(stack: Stack) -> None:
     assert stack.engine.api.volumes(stack.project) == [f"{stack.project}_postgres-data"]
     started = time.monotonic()
     assert stack.up().returncode == 0, stack.outputs[-1]
-    print(f"[figures] compose up --wait on the kept volume: {time.monotonic() - started:.1f} s")
+    figures("compose up --wait on the kept volume", seconds=f"{time.monotonic() - started:.1f}")
     seed_log = stack.logs("seed")
     assert seed_log.startswith(
         "rates-seed: nothing to do: the database already holds the sample data"

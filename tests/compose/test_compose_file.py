@@ -178,7 +178,13 @@ def resolve():  # type: ignore[no-untyped-def]
 
     def run(project: Path, dotenv: str = "", **env: str) -> dict[str, Any]:
         (project / ".env").write_text(dotenv)
-        argv = [*compose, "--project-directory", str(project), "--file", str(ROOT / "docker-compose.yaml")]
+        argv = [
+            *compose,
+            "--project-directory",
+            str(project),
+            "--file",
+            str(ROOT / "docker-compose.yaml"),
+        ]
         result = subprocess.run(
             [*argv, "config", "--format", "json"],
             # Nothing from the caller's environment but what finds the tool.

@@ -18,16 +18,13 @@ from pathlib import Path
 import psycopg2
 import pytest
 from conftest import run_seed, seeded
+from testlib.figures import figures
 from testlib.postgres import Cluster
 from testlib.sample import JANUARY, JANUARY_BODY
 from testlib.serve import Load, Server, get, outage_figures, wait_until
 
 import rates.app
 from rates import sample
-
-
-def figures(name: str, **values: object) -> None:
-    print(f"\n[figures] {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
 
 
 @pytest.fixture

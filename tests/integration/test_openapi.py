@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import make_client
 from hypothesis import HealthCheck, given, settings
+from testlib.figures import figures
 
 from rates import settings as rates_settings
 from rates.app import create_app
@@ -60,4 +61,4 @@ def test_generated_requests_conform(sample_env) -> None:  # type: ignore[no-unty
 
         check()
     assert sent == {"GET /rates": 1000, "GET /": 1, "GET /healthz": 1, "GET /readyz": 1}
-    print(f"\n[figures] openapi fuzzing: requests={sum(sent.values())}, per operation={sent}")
+    figures("openapi fuzzing", requests=sum(sent.values()), per_operation=sent)

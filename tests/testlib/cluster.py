@@ -53,10 +53,6 @@ PGDATA = "pgdata"
 STOP_TIMEOUT = 45  # rates.service's TimeoutStopSec (nix/module.nix)
 
 
-def figures(name: str, **values: object) -> None:
-    print(f"\n[figures] {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
-
-
 @dataclass
 class State:
     """What the switch needs to know about the running test, kept in a JSON file."""
