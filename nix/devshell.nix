@@ -24,11 +24,10 @@ let
   # pyproject.toml's console scripts (rates-serve, rates-seed, rates-probe).
   # rates/sql.py finds db/ beside rates/ there.
   editable = python3.pkgs.mkPythonEditablePackage {
-    pname = "rates";
-    inherit (rates) version;
+    inherit (rates) pname version;
     root = "$REPO_ROOT";
-    # The same runtime dependencies as nix/package.nix.
-    dependencies = [ python3.pkgs.flask python3.pkgs.gunicorn python3.pkgs.psycopg2 ];
+    # pyproject.toml's runtime dependencies, as nix/package.nix reads them.
+    dependencies = rates.pythonDependencies python3.pkgs;
     inherit ((lib.importTOML ../pyproject.toml).project) scripts;
   };
 in

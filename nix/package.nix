@@ -6,13 +6,17 @@
 , writableTmpDirAsHomeHook
 }:
 let
+  # The name, version and runtime dependencies have one home: pyproject.toml.
+  project = (lib.importTOML ../pyproject.toml).project;
+  # "flask>=3.0" -> ps.flask: pyproject.toml spells each name as nixpkgs does,
+  # and the build's pythonRuntimeDepsCheck holds the versions to it.
+  pythonDependencies = ps: map (spec: ps.${lib.head (builtins.match "([A-Za-z0-9_.-]+).*" spec)}) project.dependencies;
   # buildPythonApplication takes `finalAttrs: { ... }` only from nixpkgs 26.05
-  # on (NixOS/nixpkgs#271387); on 25.11 a let binding stands in, not `rec`.
-  version = "0.1.0";
+  # on (NixOS/nixpkgs#271387); on 25.11 these let bindings stand in.
 in
 python3Packages.buildPythonApplication {
-  pname = "rates";
-  inherit version;
+  pname = project.name;
+  inherit (project) version;
   pyproject = true;
 
   # Only what the build and its tests read, so edits elsewhere (docs, Nix,
@@ -35,11 +39,7 @@ python3Packages.buildPythonApplication {
 
   build-system = [ python3Packages.setuptools ];
 
-  dependencies = [
-    python3Packages.flask
-    python3Packages.gunicorn
-    python3Packages.psycopg2
-  ];
+  dependencies = pythonDependencies python3Packages;
 
   # rates-seed runs psql. nixpkgs has no client-only package with psql
   # (`libpq` is the library alone, pkgs/servers/sql/postgresql/libpq.nix), so
@@ -80,12 +80,16 @@ python3Packages.buildPythonApplication {
 
   pythonImportsCheck = [ "rates" ];
 
-  # The VM tests (nix/tests) run from the flake's `checks`, where the NixOS
-  # module is available; nothing further to attach here yet.
-  passthru.tests = { };
+  # The dev shell's editable install takes the same dependencies from its own
+  # Python set. The VM tests (nix/tests) run from the flake's `checks`, where
+  # the NixOS module is available.
+  passthru = {
+    inherit pythonDependencies;
+    tests = { };
+  };
 
   meta = {
-    description = "JSON API of average daily shipping prices between ports and regions";
+    inherit (project) description;
     license = lib.licenses.mit;
     mainProgram = "rates-serve";
     platforms = lib.platforms.unix;

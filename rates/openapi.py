@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rates.settings import Settings
+from rates.settings import Settings, package_version
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def spec(settings: Settings) -> dict[str, Any]:
     }
     return {
         "openapi": "3.0.3",
-        "info": {"title": "rates", "version": "0.1.0"},
+        "info": {"title": "rates", "version": package_version()},
         "paths": {
             "/": {
                 "get": {

@@ -213,7 +213,7 @@ def _read(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-def _version() -> str:
+def package_version() -> str:
     """The installed package's version; "unknown" when run from a tree that is not installed."""
     try:
         return importlib.metadata.version("rates")
@@ -248,7 +248,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         access_log=v["RATES_ACCESS_LOG"],
         dump=Path(v["RATES_DUMP"]) if v["RATES_DUMP"] else None,
         seed_wait=v["RATES_SEED_WAIT"],
-        build=_version() + (f"+{v['RATES_BUILD']}" if v["RATES_BUILD"] else ""),
+        build=package_version() + (f"+{v['RATES_BUILD']}" if v["RATES_BUILD"] else ""),
         libpq_env={name: environ[name] for name in _LIBPQ if v[name] is not None},
         password=password,
     )

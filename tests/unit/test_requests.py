@@ -54,6 +54,10 @@ def test_healthz_names_the_build() -> None:
     assert "Rates-Build" not in labelled.get("/").headers
 
 
+def test_openapi_names_the_installed_version(client) -> None:  # type: ignore[no-untyped-def]
+    assert client.get("/openapi.json").json["info"]["version"] == importlib.metadata.version("rates")
+
+
 def test_readyz_without_database(client) -> None:  # type: ignore[no-untyped-def]
     r = client.get("/readyz")
     assert r.status_code == 503
