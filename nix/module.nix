@@ -405,10 +405,9 @@ in
     })
 
     (lib.mkIf (cfg.database.createLocally && cfg.database.passwordFile != null) {
-      # Sets the local role's password for clients on other hosts. psql reads
-      # the password itself (backquotes in \set), so it is on no command line
-      # and in no environment; the server is told not to log the statement,
-      # even when it fails.
+      # Sets the local role's password for clients on other hosts, with the
+      # SQL file the cluster tests run too (it says how the password stays out
+      # of every command line, environment and log).
       systemd.services.rates-db-password = {
         description = "Set the rates PostgreSQL role's password from a file";
         wantedBy = [ "multi-user.target" ];
@@ -425,12 +424,9 @@ in
             exit 1
           fi
           psql --dbname=postgres --no-psqlrc --set=ON_ERROR_STOP=1 \
-            --set=role=${lib.escapeShellArg cfg.database.user} <<'EOF'
-          \set password `head -n 1 "$CREDENTIALS_DIRECTORY/pgpassword"`
-          SET log_statement = 'none';
-          SET log_min_error_statement = 'panic';
-          ALTER ROLE :"role" PASSWORD :'password';
-          EOF
+            --set=role=${lib.escapeShellArg cfg.database.user} \
+            --set=password_file="$CREDENTIALS_DIRECTORY/pgpassword" \
+            --file=${../db/role-password.sql}
           echo "rates-db-password: password of role ${cfg.database.user} set"
         '';
         # Runs again when the file is provisioned after boot: the secret may

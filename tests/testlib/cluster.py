@@ -211,8 +211,7 @@ class Cluster:
         self.pg_ctl("start")
         self.psql("CREATE ROLE rates LOGIN")
         self.psql("CREATE DATABASE rates OWNER rates")
-        # As rates-db-password.service (nix/module.nix): psql reads the file itself,
-        # so the password is in no command line, and the statement is not logged.
+        # The SQL file rates-db-password.service (nix/module.nix) runs.
         db.run(
             [
                 "psql",
@@ -226,13 +225,13 @@ class Cluster:
                 "postgres",
                 "-d",
                 "postgres",
+                "-v",
+                "role=rates",
+                "-v",
+                f"password_file={self.plan.network['passwordFile']}",
+                "-f",
+                str(ROOT / "db" / "role-password.sql"),
             ],
-            input=(
-                f"\\set password `head -n 1 {self.plan.network['passwordFile']}`\n"
-                "SET log_statement = 'none';\n"
-                "SET log_min_error_statement = 'panic';\n"
-                "ALTER ROLE rates PASSWORD :'password';\n"
-            ),
         )
 
     def pg_ctl(self, action: str) -> None:
