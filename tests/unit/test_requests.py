@@ -55,7 +55,8 @@ def test_healthz_names_the_build() -> None:
 
 
 def test_openapi_names_the_installed_version(client) -> None:  # type: ignore[no-untyped-def]
-    assert client.get("/openapi.json").json["info"]["version"] == importlib.metadata.version("rates")
+    info = client.get("/openapi.json").json["info"]
+    assert info["version"] == importlib.metadata.version("rates")
 
 
 def test_readyz_without_database(client) -> None:  # type: ignore[no-untyped-def]
