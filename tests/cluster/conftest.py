@@ -23,8 +23,8 @@ from testlib.netns import User
 from testlib.reports import failed
 
 HOW = (
-    'sudo env "PATH=$PATH" PYTHONDONTWRITEBYTECODE=1 .venv/bin/pytest -p no:cacheprovider '
-    '-m cluster (as bash .ci/run does; README.md, "The cluster level")'
+    'sudo env "PATH=$PATH:/usr/sbin:/sbin" PYTHONDONTWRITEBYTECODE=1 .venv/bin/pytest '
+    "-p no:cacheprovider -m cluster (as bash .ci/run does; docs/testing.md)"
 )
 TOOLS = {
     "ip": "apt-get install iproute2",
@@ -44,7 +44,8 @@ def require_root() -> User:
         pytest.skip(f"the cluster tests build network namespaces, which needs root: {HOW}")
     missing = [f"{tool} ({how})" for tool, how in TOOLS.items() if shutil.which(tool) is None]
     if missing:
-        pytest.skip(f"not installed: {'; '.join(missing)}")
+        # sudo replaces PATH, and a user's PATH often lacks /usr/sbin (haproxy, ip).
+        pytest.skip(f"not found on PATH={os.environ.get('PATH', '')}: {'; '.join(missing)}")
     user = User.owning(ROOT)
     if user.uid == 0:
         pytest.skip(
