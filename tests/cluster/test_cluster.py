@@ -653,9 +653,11 @@ LOSS = 0.2
 
 
 def test_api_host_on_a_lossy_link_under_load(cluster: Cluster) -> None:
-    """20% of the packets on an API host's link dropped, each way, for 15 s: no request
-    fails. The trade-off haproxy.cfg chose (three failed checks in a row, not one failed
-    connection) decides how long the host spends out of rotation: printed, not asserted."""
+    """20% of the packets an API host receives dropped for 15 s (its SYNs, requests and
+    ACKs): no request fails. The trade-off haproxy.cfg chose (three failed checks in a row,
+    not one failed connection) decides how long the host spends out of rotation: printed,
+    not asserted. Loss on the packets it sends can cut an answer short once it has begun,
+    which no load balancer can retry (haproxy.cfg says why); that is not tested here."""
     cluster.wait_servers(all_up(cluster))
     path, _ = probe(cluster)
     before = backend_counters(cluster)
@@ -677,7 +679,7 @@ def test_api_host_on_a_lossy_link_under_load(cluster: Cluster) -> None:
     assert failures(records) == Counter(), failures(records)
     during = [r for r in records if lossy_from <= r["start"] < lossy_to]
     figures(
-        f"API host on a link losing {LOSS:.0%} of packets each way, 15 s under load",
+        f"API host losing {LOSS:.0%} of the packets it receives, 15 s under load",
         requests=len(records),
         failed=0,
         requests_during_loss=len(during),

@@ -151,12 +151,11 @@ class Host:
 
     @contextlib.contextmanager
     def lossy(self, probability: float) -> Iterator[None]:
-        """Drop each packet on the host's link, both ways, with this probability, until the
+        """Drop each packet the host receives on its link with this probability, until the
         block ends: iptables' statistic match in the host's namespace (the kernel here has
-        no netem, which would do the same on the link's queue)."""
+        no netem)."""
         drop = ["-m", "statistic", "--mode", "random", "--probability", str(probability)]
         rules = [["INPUT", "-i", "eth0", *drop, "-j", "DROP"]]
-        rules += [["OUTPUT", "-o", "eth0", *drop, "-j", "DROP"]]
         for rule in rules:
             sh("ip", "netns", "exec", self.ns, "iptables", "-w", "-A", *rule)
         try:
