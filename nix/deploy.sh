@@ -11,8 +11,11 @@
 # API host is drained from HAProxy (runtime API, `state drain`) and its
 # requests in flight finish before it is switched; it must then answer
 # /readyz, and HAProxy's own checks must see it UP again, before the next one
-# is touched. So one API host serves at every moment. The first failure
-# stops the run, with what to do next.
+# is touched. So one API host serves at every moment. The API hosts that are
+# out of rotation when the run starts (DOWN, in maintenance, drained) serve
+# nothing: they go first, whichever they are, so that each host in rotation is
+# then drained only while every other one is UP. The first failure stops the
+# run, with what to do next.
 #
 # Nothing is switched until every host is reachable, the database password
 # file is on the database host and on every API host, and (in a rolling
@@ -114,6 +117,13 @@ wait_for() {
 }
 
 is_up() { [[ "$(server_field "$1" 18)" == UP ]]; }
+is_out_of_rotation() { # is_out_of_rotation NAME: as found by the preflight
+  local name
+  for name in "${out_of_rotation[@]}"; do
+    [[ $name == "$1" ]] && return 0
+  done
+  return 1
+}
 is_idle() { [[ "$(server_field "$1" 5)" == 0 ]]; }
 is_ready() { on "$1" curl --fail --silent --max-time 5 --output /dev/null "http://127.0.0.1:$api_port/readyz"; }
 lb_serves() { on lb curl --fail --silent --max-time 5 --output /dev/null "http://127.0.0.1:$lb_port/readyz"; }
@@ -149,11 +159,22 @@ preflight() {
   local stat
   stat="$(haproxy "show stat")" || die "HAProxy on lb does not answer on $admin_socket; nothing was changed" \
     "Is this the first deployment? Then run: rates-deploy --first"
+  local status in_rotation=()
+  out_of_rotation=()
   for name in "${apis[@]}"; do
-    grep -q "^$backend,$name," <<<"$stat" ||
+    status="$(awk -F, -v b="$backend" -v s="$name" '$1 == b && $2 == s { print $18 }' <<<"$stat")"
+    [[ -n $status ]] ||
       die "HAProxy on lb has no server $name in backend $backend; nothing was changed" \
         "Deploy the load balancer's configuration for the current address plan first."
+    # UP, or "UP 1/3" (a failed check, still in rotation); anything else serves nothing.
+    if [[ $status == UP* ]]; then
+      in_rotation+=("$name")
+    else
+      out_of_rotation+=("$name")
+      log "$name is out of rotation ($status): it serves nothing, so it is switched first"
+    fi
   done
+  order=("${out_of_rotation[@]}" "${in_rotation[@]}")
   log "preflight: ${#apis[@]} API hosts, the password file on db and on each, HAProxy answers"
 }
 
@@ -183,12 +204,16 @@ deploy_api() { # deploy_api NAME
     "Fix the cause and run this again, or roll back: nixos-rebuild switch --rollback --target-host root@$addr"
   )
   if ! $first; then
-    for other in "${apis[@]}"; do
-      [[ $other == "$name" ]] && continue
-      wait_for "$other is UP in HAProxy, so $name may leave rotation" is_up "$other" ||
-        die "$other is not UP in HAProxy ($(server_field "$other" 18 || true)); $name was not touched" \
-          "Draining $name now would leave no API host in rotation. Bring $other back first."
-    done
+    # A host in rotation leaves it only while every other one is UP; one out of
+    # rotation is drained too, so that it gets no request while it is switched.
+    if ! is_out_of_rotation "$name"; then
+      for other in "${apis[@]}"; do
+        [[ $other == "$name" ]] && continue
+        wait_for "$other is UP in HAProxy, so $name may leave rotation" is_up "$other" ||
+          die "$other is not UP in HAProxy ($(server_field "$other" 18 || true)); $name was not touched" \
+            "Draining $name now would leave no API host in rotation. Bring $other back first."
+      done
+    fi
     haproxy "set server $backend/$name state drain" >/dev/null
     recover+=("then put it back into rotation: echo 'set server $backend/$name state ready' | ssh root@$(plan .lb) socat - UNIX-CONNECT:$admin_socket")
     wait_for "$name: drained, no request in flight" is_idle "$name" ||
@@ -243,14 +268,16 @@ main() {
   lb_port="$(plan .ports.lb)"
   readonly apis password_file backend admin_socket api_port lb_port
 
+  out_of_rotation=()
+  order=("${apis[@]}")
   preflight
   local start=$SECONDS name
   deploy_db
-  for name in "${apis[@]}"; do
+  for name in "${order[@]}"; do
     deploy_api "$name"
   done
   deploy_lb
-  log "done in $((SECONDS - start)) s: db, ${apis[*]}, lb"
+  log "done in $((SECONDS - start)) s: db, ${order[*]}, lb"
 }
 
 main "$@"

@@ -157,19 +157,28 @@ in
       description = "TCP port the API listens on (RATES_PORT).";
     };
 
+    # null by default: the service's own defaults (rates/settings.py, 2 and
+    # 2) apply, which is what the cluster tests run, with no second copy here.
     workers = lib.mkOption {
-      type = lib.types.ints.between 1 64;
-      default = 2;
+      type = lib.types.nullOr (lib.types.ints.between 1 64);
+      default = null;
       example = 4;
-      description = "gunicorn worker processes (RATES_WORKERS); about one per CPU core.";
+      description = ''
+        gunicorn worker processes (RATES_WORKERS); about one per CPU core.
+        null: the service's default, 2.
+      '';
     };
 
     threads = lib.mkOption {
-      type = lib.types.ints.between 1 64;
-      # The service's own default (RATES_THREADS): on 2 cores, 2 threads gave
-      # a shorter tail than 4 at the same throughput (docs/performance.md).
-      default = 2;
-      description = "Threads per worker, the requests one worker serves at once (RATES_THREADS).";
+      type = lib.types.nullOr (lib.types.ints.between 1 64);
+      default = null;
+      example = 4;
+      description = ''
+        Threads per worker, the requests one worker serves at once
+        (RATES_THREADS). null: the service's default, 2, which on 2 cores
+        gave a shorter tail than 4 at the same throughput
+        (docs/performance.md).
+      '';
     };
 
     openFirewall = lib.mkOption {
@@ -483,7 +492,9 @@ in
           environment = commonEnvironment // {
             RATES_HOST = cfg.host;
             RATES_PORT = toString cfg.port;
+          } // lib.optionalAttrs (cfg.workers != null) {
             RATES_WORKERS = toString cfg.workers;
+          } // lib.optionalAttrs (cfg.threads != null) {
             RATES_THREADS = toString cfg.threads;
           };
           serviceConfig = hardening // serviceUser // credentials // {

@@ -167,6 +167,13 @@ def rates_answer(args: Mapping[str, str], db: Database, settings: Settings) -> b
     return rates_json(rows, date_from, date_to)
 
 
+def unavailable(app: Flask, exc: DatabaseUnavailable) -> tuple[bytes, str]:
+    """The 503 for a database that cannot answer: the reason for the client, the detail
+    (the server's address, the driver's words) for the service's log only."""
+    app.logger.warning("503 %s: %s", exc.reason, exc.detail)
+    return json_bytes({"error": "unavailable", "message": exc.reason}), "503 SERVICE UNAVAILABLE"
+
+
 class RatesRoute:
     """WSGI: GET /rates answered directly, with the bytes, status and headers of the Flask route.
 
@@ -199,9 +206,7 @@ class RatesRoute:
             body = json_bytes({"error": "bad_request", "message": str(exc)})
             status = "400 BAD REQUEST"
         except DatabaseUnavailable as exc:
-            self.flask_app.logger.warning("database unavailable: %s", exc)
-            body = json_bytes({"error": "unavailable", "message": str(exc)})
-            status = "503 SERVICE UNAVAILABLE"
+            body, status = unavailable(self.flask_app, exc)
         except Exception:
             self.flask_app.logger.exception("unhandled error")
             body = json_bytes({"error": "internal_error", "message": "internal server error"})
@@ -255,9 +260,9 @@ def create_app(
         return jsonify(error="bad_request", message=str(exc)), 400
 
     @app.errorhandler(DatabaseUnavailable)
-    def unavailable(exc: DatabaseUnavailable) -> Any:
-        app.logger.warning("database unavailable: %s", exc)
-        return jsonify(error="unavailable", message=str(exc)), 503
+    def database_unavailable(exc: DatabaseUnavailable) -> Any:
+        body, status = unavailable(app, exc)
+        return Response(body, status, mimetype="application/json")
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Any:

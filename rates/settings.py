@@ -10,6 +10,7 @@ every variable in VARIABLES, and a test keeps the two in step.
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -45,6 +46,16 @@ def _text(raw: str) -> str:
     if not raw.strip():
         raise ValueError(raw)
     return raw
+
+
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw.strip())
+        if not low <= value <= high:  # also refuses nan
+            raise ValueError(raw)
+        return value
+
+    return parse
 
 
 def _file(raw: str) -> str:
@@ -106,10 +117,14 @@ VARIABLES: tuple[Variable, ...] = (
         "milliseconds, an integer from 1 to 600000",
         "5000",
     ),
+    # Seconds, and fractions of one: behind a load balancer that gives up on a host after
+    # a second (nix/hosts/cluster/haproxy.cfg), the API must give up on its database
+    # sooner. libpq's own connect_timeout cannot (whole seconds, at least 2), so the pool
+    # connects without blocking and keeps the time itself (rates/pool.py).
     Variable(
         "RATES_CONNECT_TIMEOUT",
-        _integer(2, 600),
-        "seconds, an integer from 2 to 600 (libpq's minimum is 2)",
+        _seconds(0.05, 600),
+        "seconds, a number from 0.05 to 600, such as 5 or 0.3",
         "5",
     ),
     Variable("RATES_MAX_RANGE_DAYS", _integer(1, 3_660_000), "a positive number of days", "366"),
@@ -134,7 +149,7 @@ class Settings:
     threads: int
     pool_size: int
     statement_timeout_ms: int
-    connect_timeout: int
+    connect_timeout: float
     max_range_days: int
     access_log: bool
     dump: Path | None
@@ -148,6 +163,11 @@ class Settings:
     # The password from PGPASSWORD or PGPASSWORD_FILE; never logged.
     password: str | None
 
+    @property
+    def libpq_connect_timeout(self) -> int:
+        """RATES_CONNECT_TIMEOUT as libpq's connect_timeout: whole seconds, at least 2."""
+        return max(2, math.ceil(self.connect_timeout))
+
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for psycopg2.connect on top of libpq's own PG* variables."""
         options = (
@@ -157,7 +177,9 @@ class Settings:
             f" -c idle_in_transaction_session_timeout={max(self.statement_timeout_ms, 10_000)}"
         )
         kwargs: dict[str, Any] = {
-            "connect_timeout": self.connect_timeout,
+            # For the connections libpq opens by itself (the listening one, rates-seed's);
+            # the pool keeps RATES_CONNECT_TIMEOUT to the millisecond.
+            "connect_timeout": self.libpq_connect_timeout,
             "application_name": "rates",
             "options": options,
             # Notice a dead server on idle pooled connections in seconds, not hours.
@@ -179,7 +201,7 @@ class Settings:
         env.update(self.libpq_env)
         if self.password is not None:
             env["PGPASSWORD"] = self.password
-        env["PGCONNECT_TIMEOUT"] = str(self.connect_timeout)
+        env["PGCONNECT_TIMEOUT"] = str(self.libpq_connect_timeout)
         env["PGAPPNAME"] = "rates-seed"
         return env
 

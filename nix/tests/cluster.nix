@@ -5,6 +5,8 @@
 # (`nix run .#deploy`), over SSH as an operator's machine does. Only how one
 # host is switched differs: the API hosts go to a prebuilt specialisation with
 # a new build label, as `nixos-rebuild switch` would activate a new system.
+# Then, with one API host stopped and then the other, the same script again:
+# the host that is down goes first.
 # Run by `nix flake check` as checks.<system>.vm-cluster, or alone:
 #   nix build -L .#checks.x86_64-linux.vm-cluster
 { self }:
@@ -230,5 +232,23 @@ in
         for api in (api1, api2):
             assert build(api).endswith("+upgraded"), build(api)
         lb.succeed(server_is("api1", "UP"), server_is("api2", "UP"))
+
+    with subtest("an API host already down is switched first, whichever it is, losing no request"):
+        # tests/cluster does the same with the first and the last API host down.
+        # Switching to the running system starts the stopped rates.service again
+        # (switch-to-configuration starts the active targets, which want it).
+        for down, other in ((api1, api2), (api2, api1)):
+            down.succeed("systemctl stop rates.service")
+            lb.wait_until_succeeds(server_is(down.name, "DOWN"))
+            client.succeed("rm -f /tmp/switched /tmp/codes")
+            client.succeed(f"systemd-run --unit=load-{down.name} /run/current-system/sw/bin/load '{LB}{QUERY}' /tmp/codes")
+            client.wait_until_succeeds("test -s /tmp/codes")
+            out = client.succeed(f"{DEPLOY} 2>&1")
+            client.succeed(f"systemctl stop load-{down.name}.service")
+            assert f"{down.name} is out of rotation (DOWN): it serves nothing, so it is switched first" in out, out
+            assert_all_served(client.succeed("cat /tmp/codes").split(), f"while deploying with {down.name} down")
+            switched = client.succeed("cat /tmp/switched").split()
+            assert switched == ["db", down.name, other.name, "lb"], f"switched in the order {switched}"
+            lb.succeed(server_is("api1", "UP"), server_is("api2", "UP"))
   '';
 }

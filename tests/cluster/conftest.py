@@ -28,6 +28,7 @@ HOW = (
 )
 TOOLS = {
     "ip": "apt-get install iproute2",
+    "iptables": "apt-get install iptables",
     "setpriv": "apt-get install util-linux",
     "haproxy": "apt-get install haproxy",
     "socat": "apt-get install socat",

@@ -5,8 +5,9 @@ client host that sends the load (tests/testlib/netns.py, tests/testlib/cluster.p
 Every host runs the real program with the deployed files (nix/hosts/cluster/): PostgreSQL
 with the pg_hba.conf lines, rates-serve with the API hosts' settings and the password
 from a file, HAProxy with haproxy.cfg; the rolling upgrade is nix/deploy.sh. Faults are
-made with the real means (SIGKILL, `ip link set down`, `pg_ctl stop`) under load from the
-client, and each test prints its figures (`pytest -m cluster -s`).
+made with the real means (SIGKILL, SIGSTOP, `ip link set down`, packets dropped at random
+by iptables, `pg_ctl stop`) under load from the client, and each test prints its figures
+(`pytest -m cluster -s`).
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, contract_cases
-from testlib.cluster import NIXOS_HAPROXY_GLOBAL, ClientLoad, Cluster
+from testlib.cluster import NIXOS_HAPROXY_GLOBAL, ClientLoad, Cluster, api_environment
 from testlib.cluster_plan import Plan
 from testlib.figures import figures
 from testlib.sample import JANUARY, JANUARY_BODY
 from testlib.serve import outage_figures
 
 import rates.app
+from rates import settings
 
 VERSION = importlib.metadata.version("rates")
 ERROR_KEYS = {"error", "message"}
@@ -161,6 +163,46 @@ def close(got: Any, want: Any) -> bool:
     return got == want
 
 
+def deployed_settings(cluster: Cluster) -> settings.Settings:
+    """The settings an API host of cluster.nix runs with: api-environment.json on top of the
+    module's defaults (and the service's own, where the module sets nothing)."""
+    env = api_environment(cluster, {"label": "v1", "code": None})
+    # A path on the hosts, not here; the password plays no part in what is compared.
+    del env["PGPASSWORD_FILE"]
+    return settings.load(env)
+
+
+def test_api_hosts_run_the_deployed_settings(cluster: Cluster) -> None:
+    """What the tests start on an API host is what cluster.nix deploys: the environment of
+    each running rates-serve, and the workers and threads it reports."""
+    want = deployed_settings(cluster)
+    for name in cluster.apis:
+        host = cluster[name]
+        pid = int((host.dir / "rates-serve.pid").read_text())
+        environ = dict(
+            entry.split("=", 1)
+            for entry in Path(f"/proc/{pid}/environ").read_text().split("\0")
+            if "=" in entry
+        )
+        for variable, value in cluster.plan.api_environment.items():
+            assert environ[variable] == value, (name, variable)
+        # Set by neither the module's defaults nor api-environment.json.
+        assert "RATES_WORKERS" not in environ and "RATES_THREADS" not in environ, name
+        [log] = host.dir.glob(f"serve-{environ['RATES_BUILD']}.log")
+        assert (
+            f"rates-serve: listening on http://0.0.0.0:{cluster.plan.port('api')} "
+            f"({want.workers} workers x {want.threads} threads)"
+        ) in log.read_text(), name
+    figures(
+        "API hosts run the deployed settings",
+        api_hosts=len(cluster.apis),
+        workers=want.workers,
+        threads=want.threads,
+        connect_timeout_s=want.connect_timeout,
+        statement_timeout_ms=want.statement_timeout_ms,
+    )
+
+
 def test_contract_through_the_load_balancer(cluster: Cluster) -> None:
     """Every contract case answers through the load balancer as on one host."""
     cases = contract_cases()  # skips without the reference dump
@@ -273,10 +315,10 @@ def test_access_control(cluster: Cluster) -> None:
                 continue  # ended since it was listed (a PostgreSQL backend)
             assert not any(secret in data for data in listed), f"{host.name}: pid {pid}"
             processes[host.name] += 1
-    # Each API host: the gunicorn master and 2 workers; the load balancer: HAProxy's
+    # Each API host: the gunicorn master and its workers; the load balancer: HAProxy's
     # master and worker; PostgreSQL's processes on the database host.
     assert {n: c for n, c in processes.items() if n != "db"} == {
-        **dict.fromkeys(cluster.apis, 3),
+        **dict.fromkeys(cluster.apis, 1 + deployed_settings(cluster).workers),
         "lb": 2,
         "client": 0,
     }, processes
@@ -314,7 +356,7 @@ def test_api_host_killed_under_load(cluster: Cluster) -> None:
     finally:
         records = load.stop()
     after = backend_counters(cluster)
-    assert len(killed) == 3, killed  # the gunicorn master and its 2 workers
+    assert len(killed) == 1 + deployed_settings(cluster).workers, killed  # master and workers
     assert failures(records) == Counter(), failures(records)
     figures(
         "API host SIGKILLed under load",
@@ -514,4 +556,185 @@ def test_rolling_upgrade_under_load(cluster: Cluster) -> None:
         deploy_s=round(took, 1),
         haproxy_retries=after["retries"] - before["retries"],
         haproxy_redispatches=after["redispatches"] - before["redispatches"],
+    )
+
+
+# --- gray failures: neither up nor down ---
+
+
+def served(cluster: Cluster) -> dict[str, int]:
+    """Requests each API host has been sent so far (HAProxy's stot)."""
+    text = cluster.haproxy("show stat").lstrip("# ")
+    backend = cluster.plan.network["haproxy"]["backend"]
+    return {
+        row["svname"]: int(row["stot"] or 0)
+        for row in csv.DictReader(text.splitlines())
+        if row["pxname"] == backend and row["svname"] in cluster.plan.api
+    }
+
+
+def latencies(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The latency figures of a load record."""
+    ordered = sorted(r["latency"] for r in records)
+    return {
+        "median_ms": round(ordered[len(ordered) // 2] * 1000, 1),
+        "p99_ms": round(ordered[len(ordered) * 99 // 100] * 1000, 1),
+        "slowest_s": round(ordered[-1], 2),
+        "over_1s": sum(latency > 1 for latency in ordered),
+        "over_1_5s": sum(latency > 1.5 for latency in ordered),
+    }
+
+
+def watch(cluster: Cluster, name: str, seconds: float) -> dict[str, Any]:
+    """Poll HAProxy's view of one API host for `seconds`: how long it was out of rotation
+    (any status but UP or "UP n/m"), how many times it left, and when it first left."""
+    start = time.monotonic()
+    out = 0.0
+    left = 0
+    first_left: float | None = None
+    was_in = True
+    last = start
+    while (now := time.monotonic()) - start < seconds:
+        is_in = cluster.servers()[name].startswith("UP")
+        if not is_in:
+            out += now - last
+        if was_in and not is_in:
+            left += 1
+            if first_left is None:
+                first_left = now - start
+        was_in, last = is_in, now
+        time.sleep(0.05)
+    return {"out": out, "left": left, "first_left": first_left}
+
+
+def test_api_host_frozen_under_load(cluster: Cluster) -> None:
+    """Every process of an API host stopped (SIGSTOP) for 15 s: the kernel still accepts
+    its connections, nothing answers. No request fails; each one sent to it costs at most
+    HAProxy's `timeout server` (1 s) more, until the checks take it out of rotation."""
+    cluster.wait_servers(all_up(cluster))
+    path, _ = probe(cluster)
+    before = backend_counters(cluster)
+    host = cluster["api1"]
+    load = ClientLoad(cluster, [cluster.url("lb", path)])
+    stopped: list[int] = []
+    try:
+        time.sleep(2)  # the scenario: traffic flows before the freeze
+        frozen = time.time()
+        stopped = host.kill_all(signal.SIGSTOP)
+        seen = watch(cluster, "api1", 15)  # the scenario: frozen 15 s
+        host.kill_all(signal.SIGCONT)
+        resumed = time.time()
+        back = cluster.wait_servers(all_up(cluster))
+        time.sleep(1)  # the scenario: both serve again
+    finally:
+        if stopped:
+            host.kill_all(signal.SIGCONT)
+        records = load.stop()
+    after = backend_counters(cluster)
+    assert len(stopped) == 1 + deployed_settings(cluster).workers, stopped
+    assert failures(records) == Counter(), failures(records)
+    assert seen["first_left"] is not None, "api1 never left rotation while frozen"
+    frozen_window = [r for r in records if frozen <= r["start"] < resumed]
+    figures(
+        "API host frozen (SIGSTOP) 15 s under load",
+        requests=len(records),
+        failed=0,
+        out_of_rotation_after_s=round(seen["first_left"], 2),
+        times_out_of_rotation=seen["left"],
+        back_in_rotation_after_resume_s=round(back, 2),
+        requests_while_frozen=len(frozen_window),
+        **latencies(records),
+        haproxy_retries=after["retries"] - before["retries"],
+        haproxy_redispatches=after["redispatches"] - before["redispatches"],
+    )
+
+
+LOSS = 0.2
+
+
+def test_api_host_on_a_lossy_link_under_load(cluster: Cluster) -> None:
+    """20% of the packets an API host receives dropped for 15 s (its SYNs, requests and
+    ACKs): no request fails. The trade-off haproxy.cfg chose (three failed checks in a row,
+    not one failed connection) decides how long the host spends out of rotation: printed,
+    not asserted. Loss on the packets it sends can cut an answer short once it has begun,
+    which no load balancer can retry (haproxy.cfg says why); that is not tested here."""
+    cluster.wait_servers(all_up(cluster))
+    path, _ = probe(cluster)
+    before = backend_counters(cluster)
+    host = cluster["api2"]
+    load = ClientLoad(cluster, [cluster.url("lb", path)])
+    try:
+        time.sleep(2)  # the scenario: traffic flows before the loss
+        sent = served(cluster)
+        with host.lossy(LOSS):
+            lossy_from = time.time()
+            seen = watch(cluster, "api2", 15)  # the scenario: 15 s of loss
+            lossy_to = time.time()
+            sent_during = {n: c - sent[n] for n, c in served(cluster).items()}
+        back = cluster.wait_servers(all_up(cluster))
+        time.sleep(1)  # the scenario: a clean link again
+    finally:
+        records = load.stop()
+    after = backend_counters(cluster)
+    assert failures(records) == Counter(), failures(records)
+    during = [r for r in records if lossy_from <= r["start"] < lossy_to]
+    figures(
+        f"API host losing {LOSS:.0%} of the packets it receives, 15 s under load",
+        requests=len(records),
+        failed=0,
+        requests_during_loss=len(during),
+        out_of_rotation_s=round(seen["out"], 2),
+        times_out_of_rotation=seen["left"],
+        share_sent_to_lossy_host=f"{sent_during['api2'] / max(1, sum(sent_during.values())):.0%}",
+        back_in_rotation_after_loss_s=round(back, 2),
+        **latencies(during),
+        haproxy_retries=after["retries"] - before["retries"],
+        haproxy_redispatches=after["redispatches"] - before["redispatches"],
+    )
+
+
+@pytest.mark.parametrize("which", ["first", "last"])
+def test_deploy_with_an_api_host_down(cluster: Cluster, which: str) -> None:
+    """An API host already down (its service killed, the host reachable): the deploy script
+    switches it first, whichever it is, then rolls the others, losing no request."""
+    cluster.wait_servers(all_up(cluster))
+    path, _ = probe(cluster)
+    down = cluster.apis[0] if which == "first" else cluster.apis[-1]
+    others = [name for name in cluster.apis if name != down]
+    cluster[down].kill_all(signal.SIGKILL)
+    cluster.wait_servers({down: "DOWN"})
+    label = f"down-{which}"
+    cluster.set_release(label, release(cluster, label))
+    switched = len(cluster.switched())
+    load = ClientLoad(cluster, [cluster.url("lb", path)])
+    try:
+        started = time.monotonic()
+        result = cluster.deploy()
+        took = time.monotonic() - started
+        time.sleep(1)  # the scenario: traffic flows after it
+    finally:
+        records = load.stop()
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"rates-deploy: {down} is out of rotation (DOWN): it serves nothing, "
+        "so it is switched first"
+    ) in result.stderr, result.stderr
+    assert cluster.switched()[switched:] == [
+        f"db {label}",
+        f"{down} {label}",
+        *(f"{name} {label}" for name in others),
+        f"lb {label}",
+    ]
+    assert {name: build(cluster, name) for name in cluster.apis} == dict.fromkeys(
+        cluster.apis, f"{VERSION}+{label}"
+    )
+    cluster.wait_servers(all_up(cluster))
+    assert failures(records) == Counter(), failures(records)
+    figures(
+        f"deploy with the {which} API host ({down}) down, under load",
+        requests=len(records),
+        failed=0,
+        deploy_s=round(took, 1),
+        switched=" ".join(line.split()[0] for line in cluster.switched()[switched:]),
+        slowest_s=round(max(r["latency"] for r in records), 2),
     )

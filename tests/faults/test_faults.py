@@ -197,10 +197,10 @@ def test_connection_limit_reached(tmp_path: Path) -> None:
         started = time.monotonic()
         status, body = get(server.url + "/readyz")
         took = time.monotonic() - started
-        assert status == 503
-        assert body["error"] == "unavailable"
-        assert body["message"].startswith("cannot connect to the database: ")
-        assert "connection slots" in body["message"] or "too many clients" in body["message"]
+        assert (status, body) == (503, {"error": "unavailable", "message": "database unavailable"})
+        # The driver's words are for the operator: in the service's log, not the answer.
+        log = server.log()
+        assert "connection slots" in log or "too many clients" in log, log
         assert get(server.url + JANUARY)[0] == 503
         for conn in blockers:
             conn.close()

@@ -132,7 +132,9 @@ def test_database_down_byte_for_byte(caplog: pytest.LogCaptureFixture) -> None:
     assert json.loads(body)["error"] == "unavailable"
     # Logged once per request, as Flask's handler logs it.
     warnings = [r for r in caplog.records if r.name == "rates.app" and r.levelname == "WARNING"]
-    assert [r.getMessage().split(":")[0] for r in warnings] == ["database unavailable"] * 2
+    # Both paths log the reason and the detail the client does not see.
+    assert [r.getMessage().split(":")[0] for r in warnings] == ["503 database unavailable"] * 2
+    assert all('(server at "127.0.0.1", port 9)' in r.getMessage() for r in warnings)
 
 
 query_text = st.one_of(

@@ -90,8 +90,13 @@ def test_new_data_is_read_by_a_statement_prepared_before(own_pg: Cluster, tmp_pa
 def test_before_the_seed_it_is_unavailable(db_env: dict[str, str]) -> None:
     db = _db(db_env)
     try:
-        with pytest.raises(DatabaseUnavailable, match="holds no rates data yet: run rates-seed"):
+        with pytest.raises(DatabaseUnavailable) as err:
             db.query(RATES, PARAMS)
+        assert err.value.reason == "not seeded yet"
+        assert err.value.detail == (
+            "the database holds no rates data yet: run rates-seed "
+            '(relation "prices" does not exist)'
+        )
         # The connection is still good, and once the data is there the statement is prepared.
         seeded(db_env)
         assert len(db.query(RATES, PARAMS)) == 31

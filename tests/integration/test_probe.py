@@ -55,8 +55,7 @@ def test_not_ready_before_the_seed(start_server, db_env: dict[str, str]) -> None
     assert (result.returncode, result.stdout, result.stderr) == (
         1,
         "",
-        f"rates-probe: http://127.0.0.1:{server.port}/readyz: 503 unavailable: "
-        "the database holds no rates data yet: run rates-seed\n",
+        f"rates-probe: http://127.0.0.1:{server.port}/readyz: 503 unavailable: not seeded yet\n",
     )
 
 
@@ -70,8 +69,7 @@ def test_not_ready_while_the_database_is_down(start_server, own_pg: Cluster) -> 
         1,
         "",
         f"rates-probe: http://127.0.0.1:{server.port}/readyz: 503 unavailable: "
-        f'cannot connect to the database: connection to server at "127.0.0.1", '
-        f"port {own_pg.port} failed: Connection refused\n",
+        "database unavailable\n",
     )
     own_pg.start()
 

@@ -23,8 +23,7 @@ def test_readyz_and_rates_recover_after_postgres_restart(own_pg: Cluster, start_
     status, body = get(server.url + "/readyz")
     assert time.monotonic() - started < 5, "a request hung while the database was down"
     assert status == 503
-    assert body["error"] == "unavailable"
-    assert body["message"].startswith("cannot connect to the database: ")
+    assert body == {"error": "unavailable", "message": "database unavailable"}
     assert get(server.url + JANUARY)[0] == 503
 
     cluster.start()

@@ -425,7 +425,15 @@ def _switch_db(cluster: Cluster, state: State) -> None:
 
 
 def api_environment(cluster: Cluster, release: dict[str, Any]) -> dict[str, str]:
-    """rates.service's environment on an API host (nix/module.nix with the api role)."""
+    """rates.service's environment on an API host: nix/module.nix with cluster.nix's api role.
+
+    The role sets the listening address, the port and the database from network.json,
+    and the rest from api-environment.json. The module's `workers` and `threads` are
+    null by default, which sets neither RATES_WORKERS nor RATES_THREADS: the service's
+    own defaults (rates/settings.py) apply on the hosts, and so here. The one
+    difference is the password file's path: the module hands the file over as a
+    systemd credential, here it is read where it was provisioned.
+    """
     plan = cluster.plan
     return {
         "PGHOST": plan.network["db"],
@@ -435,8 +443,6 @@ def api_environment(cluster: Cluster, release: dict[str, Any]) -> dict[str, str]
         "PGPASSWORD_FILE": plan.network["passwordFile"],
         "RATES_HOST": "0.0.0.0",
         "RATES_PORT": str(plan.port("api")),
-        "RATES_WORKERS": "2",
-        "RATES_THREADS": "4",
         "PYTHONUNBUFFERED": "1",
         **plan.api_environment,
         "RATES_BUILD": release["label"],

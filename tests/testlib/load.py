@@ -60,7 +60,9 @@ def main() -> None:
                         body = data[:300].decode("utf-8", "replace")
                 finally:
                     conn.close()
-            except OSError as exc:
+            # A cut answer (IncompleteRead) or a malformed one is an HTTPException,
+            # not an OSError: a failure to record, not the end of this thread.
+            except (OSError, http.client.HTTPException) as exc:
                 status = type(exc).__name__
                 body = str(exc)[:300]
             mine.append((wall, time.monotonic() - t0, status, kind, body))

@@ -26,6 +26,7 @@ import shlex
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,21 @@ class Host:
     def pids(self) -> list[int]:
         out = subprocess.run(["ip", "netns", "pids", self.ns], capture_output=True, text=True)
         return [int(p) for p in out.stdout.split()]
+
+    @contextlib.contextmanager
+    def lossy(self, probability: float) -> Iterator[None]:
+        """Drop each packet the host receives on its link with this probability, until the
+        block ends: iptables' statistic match in the host's namespace (the kernel here has
+        no netem)."""
+        drop = ["-m", "statistic", "--mode", "random", "--probability", str(probability)]
+        rules = [["INPUT", "-i", "eth0", *drop, "-j", "DROP"]]
+        for rule in rules:
+            sh("ip", "netns", "exec", self.ns, "iptables", "-w", "-A", *rule)
+        try:
+            yield
+        finally:
+            for rule in rules:
+                sh("ip", "netns", "exec", self.ns, "iptables", "-w", "-D", *rule)
 
     def kill_all(self, sig: signal.Signals = signal.SIGKILL) -> list[int]:
         pids = self.pids()

@@ -61,9 +61,10 @@ def test_openapi_names_the_installed_version(client) -> None:  # type: ignore[no
 
 def test_readyz_without_database(client) -> None:  # type: ignore[no-untyped-def]
     r = client.get("/readyz")
-    assert r.status_code == 503
-    assert r.json["error"] == "unavailable"
-    assert r.json["message"].startswith("cannot connect to the database: ")
+    assert (r.status_code, r.json) == (
+        503,
+        {"error": "unavailable", "message": "database unavailable"},
+    )
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,28 @@ def test_defaults() -> None:
     assert (s.access_log, s.dump, s.seed_wait, s.password) == (False, None, 30, None)
 
 
+@pytest.mark.parametrize(
+    ("raw", "seconds", "libpq"), [("0.3", 0.3, 2), ("2", 2, 2), ("2.5", 2.5, 3), ("600", 600, 600)]
+)
+def test_connect_timeout_takes_fractions_of_a_second(raw: str, seconds: float, libpq: int) -> None:
+    """The pool keeps it to the millisecond; libpq, for the connections it opens itself
+    (rates-seed's psql, the listening one), gets whole seconds and at least 2."""
+    s = settings.load({**BASE, "RATES_CONNECT_TIMEOUT": raw})
+    assert (s.connect_timeout, s.libpq_connect_timeout) == (seconds, libpq)
+    assert s.connect_kwargs()["connect_timeout"] == libpq
+    assert s.child_env({})["PGCONNECT_TIMEOUT"] == str(libpq)
+
+
+@pytest.mark.parametrize("raw", ["0", "0.01", "601", "nan", "inf", "1s"])
+def test_connect_timeout_out_of_range(raw: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        settings.load({**BASE, "RATES_CONNECT_TIMEOUT": raw})
+    assert str(err.value) == (
+        f"RATES_CONNECT_TIMEOUT: expected seconds, a number from 0.05 to 600, such as 5 or 0.3, "
+        f"got {raw!r}"
+    )
+
+
 def test_values_are_parsed(tmp_path: Path) -> None:
     dump = tmp_path / "d.sql"
     dump.write_text("--\n")
@@ -61,7 +83,7 @@ MALFORMED = {
     "RATES_THREADS": "many",
     "RATES_POOL_SIZE": "-1",
     "RATES_STATEMENT_TIMEOUT_MS": "1.5",
-    "RATES_CONNECT_TIMEOUT": "1",
+    "RATES_CONNECT_TIMEOUT": "0.01",
     "RATES_MAX_RANGE_DAYS": "0",
     "RATES_ACCESS_LOG": "maybe",
     "RATES_BUILD": "v1 with spaces",
