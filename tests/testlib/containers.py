@@ -18,12 +18,19 @@ images are stand-ins made here from the host's own Debian packages:
   docker-compose.yaml uses it (POSTGRES_USER, POSTGRES_DB, POSTGRES_PASSWORD_FILE read
   as root, then postgres as user postgres, PGDATA=/var/lib/postgresql/data,
   password authentication over TCP, pg_isready on PATH). Not the official
-  image: another major version, another entry point, no initdb scripts.
+  image: another major version, another entry point, no initdb scripts. It
+  also has the few tools containers/pgpassword.sh uses (sh, ls, od, tr, mv).
+- nixos/nix: the official image's layout as far as containers/build-image.sh
+  relies on it (root, bash, coreutils and git on PATH through /root/.nix-profile,
+  everything under /nix), with a stand-in `nix` (tests/compose/standin/nix.sh)
+  that answers `nix build .#image` with an archive of the stand-in rates image.
+  Not Nix: nothing is evaluated or built.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import http.client
 import importlib.metadata
 import json
@@ -78,16 +85,20 @@ class EngineAPI:
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
 
-    def get(self, path: str, timeout: float = 30) -> Any:
+    def _request(self, method: str, path: str, expect: int, timeout: float) -> bytes:
         conn = _UnixHTTPConnection(self.socket_path, timeout)
         try:
-            conn.request("GET", path)
+            conn.request(method, path)
             response = conn.getresponse()
             body = response.read()
         finally:
             conn.close()
-        if response.status != 200:
-            raise AssertionError(f"GET {path}: {response.status} {body[:500]!r}")
+        if response.status != expect:
+            raise AssertionError(f"{method} {path}: {response.status} {body[:500]!r}")
+        return body
+
+    def get(self, path: str, timeout: float = 30) -> Any:
+        body = self._request("GET", path, 200, timeout)
         return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
 
     def ping(self) -> bool:
@@ -110,6 +121,9 @@ class EngineAPI:
 
     def inspect(self, container: str) -> dict[str, Any]:
         return self.get(f"/containers/{container}/json")
+
+    def remove_volume(self, name: str) -> None:
+        self._request("DELETE", f"/volumes/{urllib.parse.quote(name)}", 204, timeout=60)
 
     def volumes(self, project: str) -> list[str]:
         filters = json.dumps({"label": [f"com.docker.compose.project={project}"]})
@@ -473,9 +487,11 @@ def build_postgres_image(tag: str, work: Path, env: dict[str, str]) -> str:
     if tzdata:
         zoneinfo = Path(tzdata.group(1))
         shutil.copytree(zoneinfo, rootfs / str(zoneinfo).lstrip("/"), symlinks=True)
-    # The entry point's tools; initdb and pg_ctl start programs through /bin/sh.
+    # The entry point's tools (initdb and pg_ctl start programs through
+    # /bin/sh), and containers/pgpassword.sh's.
     (rootfs / "usr/bin").mkdir(parents=True, exist_ok=True)
-    for tool in ("bash", "env", "id", "cat", "mkdir", "chown", "chmod", "setpriv"):
+    tools = ("bash", "env", "id", "cat", "mkdir", "chown", "chmod", "setpriv")
+    for tool in (*tools, "ls", "od", "tr", "mv", "rm", "stat"):
         found = shutil.which(tool)
         assert found, f"{tool} is not installed"
         _put(rootfs, Path(found), f"/usr/bin/{tool}")
@@ -500,3 +516,53 @@ def build_postgres_image(tag: str, work: Path, env: dict[str, str]) -> str:
     ]
     _import(rootfs, tag, changes, env)
     return version
+
+
+def save_image(tag: str, archive_tag: str, archive: Path, env: dict[str, str]) -> None:
+    """`tag` as a gzipped docker-archive named `archive_tag`, the format dockerTools writes."""
+    subprocess.run(["podman", "tag", tag, archive_tag], env=env, check=True, capture_output=True)
+    plain = archive.with_suffix("")
+    try:
+        subprocess.run(
+            ["podman", "save", "--quiet", "--format", "docker-archive", "-o", plain, archive_tag],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+    finally:
+        # The archive alone carries the name now: `docker load` must bring it back.
+        subprocess.run(["podman", "untag", tag, archive_tag], env=env, capture_output=True)
+    with plain.open("rb") as src, gzip.open(archive, "wb", compresslevel=1) as dst:
+        shutil.copyfileobj(src, dst)
+    plain.unlink()
+
+
+def build_nix_image(tag: str, work: Path, env: dict[str, str], archive: Path) -> None:
+    """The stand-in for docker.io/nixos/nix; its `nix build .#image` answers with `archive`."""
+    rootfs = work / "nix-rootfs"
+    _skeleton(rootfs, "root:x:0:0:System administrator:/root:/bin/sh\n", "root:x:0:\n")
+    (rootfs / "root").mkdir(mode=0o700)
+    # As in the real image, the tools are under /nix only, reached through
+    # /root/.nix-profile: a container sees them only if the volume nix
+    # mounted over /nix was filled from the image.
+    profile = "/nix/var/nix/profiles/default"
+    for tool in ("bash", "git", "gzip", "chmod", "chown", "mv", "mktemp", "stat", "dirname", "rm"):
+        found = shutil.which(tool)
+        assert found, f"{tool} is not installed"
+        _put(rootfs, Path(found), f"{profile}/bin/{tool}")
+    _put(rootfs, ROOT / "tests/compose/standin/nix.sh", f"{profile}/bin/nix")
+    (rootfs / "root/.nix-profile").symlink_to(profile)
+    # /usr/bin/env, as the real image has, for the stand-in nix's #! line.
+    env_tool = shutil.which("env")
+    assert env_tool, "env is not installed"
+    _put(rootfs, Path(env_tool), "/usr/bin/env")
+    store = rootfs / "nix/store"
+    store.mkdir(parents=True)
+    shutil.copy(archive, store / f"{'0' * 32}-docker-image-rates.tar.gz")
+    _add_libraries(rootfs)
+    changes = [
+        "ENV USER=root",
+        "ENV PATH=/root/.nix-profile/bin:/nix/var/nix/profiles/default/bin",
+        'CMD ["/root/.nix-profile/bin/bash"]',
+    ]
+    _import(rootfs, tag, changes, env)
