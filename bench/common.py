@@ -11,18 +11,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-# The tests' helpers (throwaway PostgreSQL, HTTP polling), reused rather than copied.
-sys.path.insert(0, str(ROOT / "tests"))
+# The tests' helpers (throwaway PostgreSQL, HTTP polling, the stack), reused rather than copied.
+from testlib import ROOT
+from testlib.data import REFERENCE_DUMP
+from testlib.postgres import Cluster, free_port
+from testlib.serve import get, wait_until
+from testlib.stack import Stack
 
-from testlib.postgres import Cluster, free_port  # noqa: E402
-from testlib.serve import get, wait_until  # noqa: E402
-from testlib.stack import Stack  # noqa: E402
+__all__ = ["REFERENCE_DUMP", "ROOT", "Cluster", "Stack", "free_port", "get", "wait_until"]
 
-__all__ = ["Cluster", "Stack", "free_port", "get", "wait_until"]
-
-SHARED = Path(os.environ.get("RATES_SHARED_DATA", ROOT.parent / "shared" / "data"))
-REFERENCE_DUMP = SHARED / "rates.sql"
 INDEX = "prices_orig_code_dest_code_day_idx"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

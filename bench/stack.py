@@ -1,7 +1,7 @@
 """The local stack's start, timed under process-compose itself, and its memory.
 
 `process-compose up` is started as a user starts it (headless, its control API on a Unix
-socket), with a state directory and ports of its own: tests/testlib/stack.py, which the
+socket), with a state directory and ports of its own: testlib/stack.py, which the
 e2e tests use too. Its control API is polled every 20 ms for the moment each process
 completes or becomes ready, and the API for the first correct /rates answer, so the phases
 include process-compose's probe period (1 s, its smallest). Without process-compose

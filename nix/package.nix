@@ -34,6 +34,7 @@ python3Packages.buildPythonApplication {
       ../rates
       ../db
       ../tests
+      ../testlib
     ];
   };
 

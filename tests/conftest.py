@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
-from testlib import figures as figures_module
-from testlib.postgres import Cluster
-from testlib.reports import REPORTS
-from testlib.serve import Server
 
 from rates import settings as settings_module
-from rates.app import create_app
-
-ROOT = Path(__file__).resolve().parents[1]
-# The reference dump and the original service's answers, beside the clone;
-# never copied into the project.
-SHARED = Path(os.environ.get("RATES_SHARED_DATA", ROOT.parent / "shared" / "data"))
-REFERENCE_DUMP = SHARED / "rates.sql"
-CONTRACT = SHARED / "contract_cases.json"
+from testlib import ROOT
+from testlib import figures as figures_module
+from testlib.data import REFERENCE_DUMP, needs_reference_dump, seeded
+from testlib.postgres import Cluster
+from testlib.serve import Server, make_client
 
 # The dev shell (.envrc) exports the local stack's libpq variables for psql and
 # rates-seed, and a developer may export the service's own. Every test passes
@@ -68,6 +59,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(getattr(pytest.mark, parts[0]))
 
 
+# Each test's phase reports, so that fixtures can tell whether the test failed.
+REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     figures_module.start_test(item.nodeid)
 
@@ -88,19 +83,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 def pytest_sessionfinish() -> None:
     """The figures of the tests that passed, for the reliability report (testlib/figures.py)."""
     figures_module.write(_passed)
-
-
-def needs_reference_dump() -> None:
-    if not REFERENCE_DUMP.is_file():
-        pytest.skip(
-            f"the reference dump is not at {REFERENCE_DUMP} (only CI and the project's "
-            "own machines have ../shared/data; set RATES_SHARED_DATA to point elsewhere)"
-        )
-
-
-def contract_cases() -> list[dict[str, Any]]:
-    needs_reference_dump()
-    return json.loads(CONTRACT.read_text())
 
 
 @pytest.fixture(scope="session")
@@ -136,6 +118,12 @@ def start_server(tmp_path: Path):  # type: ignore[no-untyped-def]
         server.stop()
 
 
+@pytest.fixture
+def failed(request: pytest.FixtureRequest) -> Callable[[], bool]:
+    """Whether the test has failed so far (setup, call, teardown): fixtures show logs then."""
+    return lambda: any(r.failed for r in request.node.stash.get(REPORTS, {}).values())
+
+
 _names = itertools.count()
 
 
@@ -156,24 +144,6 @@ def db_env(new_database) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return new_database()
 
 
-def run_seed(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the real rates-seed command with exactly this environment (plus PATH)."""
-    return subprocess.run(
-        ["rates-seed", *args],
-        env={"PATH": os.environ["PATH"], **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def seeded(env: dict[str, str], dump: Path | None = None) -> dict[str, str]:
-    env = {**env, **({"RATES_DUMP": str(dump)} if dump else {})}
-    result = run_seed(env)
-    assert result.returncode == 0, result.stderr
-    return env
-
-
 @pytest.fixture(scope="session")
 def sample_env(pg: Cluster) -> dict[str, str]:
     """A database with the sample data, shared read-only by the tests that only query it."""
@@ -187,11 +157,6 @@ def reference_env(pg: Cluster) -> dict[str, str]:
     needs_reference_dump()
     pg.create_database("reference")
     return seeded(pg.env("reference"), REFERENCE_DUMP)
-
-
-def make_client(env: dict[str, str], **extra: str):  # type: ignore[no-untyped-def]
-    app = create_app(settings_module.load({**env, **extra}))
-    return app.test_client()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@
 #   cluster/pg_hba.conf           who may log in to PostgreSQL (template)
 #   cluster/api-environment.json  the API hosts' RATES_* settings
 # The templates' @name@ placeholders are filled in from network.json, here
-# by `fill` and in the tests by tests/testlib/cluster_plan.py, which checks
+# by `fill` and in the tests by testlib/cluster_plan.py, which checks
 # that the two agree.
 #
 # The file returns

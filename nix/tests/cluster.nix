@@ -92,8 +92,8 @@ in
     import secrets
 
     LB = "http://${network.lb}:${toString network.ports.lb}"
-    # The sample data's known answer, shared with tests/testlib/sample.py.
-    with open("${../../tests/testlib/sample_answer.json}") as f:
+    # The sample data's known answer, shared with testlib/sample.py.
+    with open("${../../testlib/sample_answer.json}") as f:
         SAMPLE = json.load(f)
     QUERY = SAMPLE["path"]
     EXPECTED = SAMPLE["body"]

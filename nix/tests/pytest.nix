@@ -23,6 +23,7 @@ let
       ../../process-compose.yaml
       ../../.envrc
       ../../tests
+      ../../testlib
     ];
   };
 

@@ -28,8 +28,8 @@ in
     import re
     import shlex
 
-    # The sample data's known answer, shared with tests/testlib/sample.py.
-    with open("${../../tests/testlib/sample_answer.json}") as f:
+    # The sample data's known answer, shared with testlib/sample.py.
+    with open("${../../testlib/sample_answer.json}") as f:
         SAMPLE = json.load(f)
     QUERY = "http://127.0.0.1:3000" + SAMPLE["path"]
     EXPECTED = SAMPLE["body"]

@@ -12,15 +12,16 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REFERENCE_DUMP, ROOT
+
+from testlib import ROOT
 from testlib.cluster import Cluster
+from testlib.data import REFERENCE_DUMP
 from testlib.figures import figures
 from testlib.netns import User
-from testlib.reports import failed
 
 HOW = (
     'sudo env "PATH=$PATH:/usr/sbin:/sbin" PYTHONDONTWRITEBYTECODE=1 .venv/bin/pytest '
@@ -94,11 +95,11 @@ def show_logs(c: Cluster) -> None:
 
 
 @pytest.fixture(autouse=True)
-def logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+def logs_on_failure(request: pytest.FixtureRequest, failed: Callable[[], bool]) -> Iterator[None]:
     """On a failed test, the hosts' logs (the module's cluster, if the test used it),
     printed past pytest's capture: teardown's output is not shown otherwise."""
     yield
-    if failed(request.node) and "cluster" in request.fixturenames:
+    if failed() and "cluster" in request.fixturenames:
         capture = request.config.pluginmanager.getplugin("capturemanager")
         with capture.global_and_fixture_disabled():
             show_logs(request.getfixturevalue("cluster"))

@@ -1,6 +1,6 @@
 """The multi-host layout of nix/hosts/cluster.nix, run for real: a database host, two API
 hosts and an HAProxy load balancer, each a network namespace on a closed bridge, with a
-client host that sends the load (tests/testlib/netns.py, tests/testlib/cluster.py).
+client host that sends the load (testlib/netns.py, testlib/cluster.py).
 
 Every host runs the real program with the deployed files (nix/hosts/cluster/): PostgreSQL
 with the pg_hba.conf lines, rates-serve with the API hosts' settings and the password
@@ -28,15 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, contract_cases
-from testlib.cluster import NIXOS_HAPROXY_GLOBAL, ClientLoad, Cluster, api_environment
-from testlib.cluster_plan import Plan
-from testlib.figures import figures
-from testlib.sample import JANUARY, JANUARY_BODY
-from testlib.serve import outage_figures
 
 import rates.app
 from rates import settings
+from testlib import ROOT
+from testlib.cluster import NIXOS_HAPROXY_GLOBAL, ClientLoad, Cluster, api_environment
+from testlib.cluster_plan import Plan
+from testlib.data import contract_cases
+from testlib.figures import figures
+from testlib.sample import JANUARY, JANUARY_BODY
+from testlib.serve import outage_figures
 
 VERSION = importlib.metadata.version("rates")
 ERROR_KEYS = {"error", "message"}
@@ -67,7 +68,7 @@ def nix_eval(attribute: str) -> Any:
 
 
 def test_nix_and_the_tests_fill_in_the_same_files() -> None:
-    """cluster.nix and tests/testlib/cluster_plan.py render haproxy.cfg and pg_hba.conf alike."""
+    """cluster.nix and testlib/cluster_plan.py render haproxy.cfg and pg_hba.conf alike."""
     plan = Plan.load()
     assert nix_eval("network") == plan.network
     assert nix_eval("apiEnvironment") == plan.api_environment

@@ -7,7 +7,7 @@ Two ways to run, chosen by the environment:
   socket by default), PostgreSQL's image from RATES_POSTGRES_IMAGE or
   docker-compose.yaml's default.
 - RATES_IMAGE unset (.ci/run, as root): stand-in images made here from the
-  host's Debian packages (tests/testlib/containers.py says what they share
+  host's Debian packages (testlib/containers.py says what they share
   with the real ones), on rootful podman through its Docker-compatible API.
 
 Either way Docker Compose v2 (or later) runs docker-compose.yaml unchanged, and the
@@ -42,11 +42,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONTRACT, REFERENCE_DUMP
+
 from testlib import containers
+from testlib.data import CONTRACT, REFERENCE_DUMP
 from testlib.figures import figures
 from testlib.postgres import free_port
-from testlib.reports import failed
 from testlib.sample import JANUARY, JANUARY_BODY
 from testlib.serve import check_contract, get, wait_until
 
@@ -219,7 +219,7 @@ class Stack:
 
 
 @pytest.fixture
-def make_stack(engine: Engine, request: pytest.FixtureRequest) -> Iterator[Callable[..., Stack]]:
+def make_stack(engine: Engine, failed: Callable[[], bool]) -> Iterator[Callable[..., Stack]]:
     """Stacks of the test's own; each removed with its volume and shown if the test failed."""
     stacks: list[Stack] = []
     base = Path(tempfile.mkdtemp(prefix="rates-stack-"))
@@ -232,7 +232,7 @@ def make_stack(engine: Engine, request: pytest.FixtureRequest) -> Iterator[Calla
         yield make
     finally:
         for stack in stacks:
-            if failed(request.node):
+            if failed():
                 print(f"--- {stack.project}: compose output ---")
                 print("\n".join(stack.outputs))
                 with_logs = stack.compose("logs", "--no-color", "--timestamps", check=False)
@@ -244,7 +244,7 @@ def make_stack(engine: Engine, request: pytest.FixtureRequest) -> Iterator[Calla
             assert api.containers(stack.project) == [], "containers left behind"
             assert api.volumes(stack.project) == [], "volumes left behind"
             assert api.networks(stack.project) == [], "networks left behind"
-        if failed(request.node):
+        if failed():
             for log in engine.logs:
                 print(f"--- {log} (last 50 lines) ---")
                 print("\n".join(log.read_text(errors="replace").splitlines()[-50:]))

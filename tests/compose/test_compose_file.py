@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
-from testlib import containers
 
 from rates.settings import VARIABLES
+from testlib import containers
 
 ROOT = Path(__file__).resolve().parents[2]
 # ${NAME}, ${NAME:-default}, ${NAME:+replacement}: the Compose specification's interpolation.

@@ -9,13 +9,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REFERENCE_DUMP
-from testlib.reports import failed
+
+from testlib.data import REFERENCE_DUMP
 from testlib.stack import Stack
 
 
 @pytest.fixture
-def make_stack(request: pytest.FixtureRequest) -> Iterator[Callable[[], Stack]]:
+def make_stack(failed: Callable[[], bool]) -> Iterator[Callable[[], Stack]]:
     """Stacks of the test's own; each stopped, checked for leftovers and, on failure, shown.
 
     They load the reference dump when there is one (RATES_DUMP in `stack.env`).
@@ -31,7 +31,7 @@ def make_stack(request: pytest.FixtureRequest) -> Iterator[Callable[[], Stack]]:
     yield make
     for s in stacks:
         s.kill()
-        if failed(request.node):
+        if failed():
             print(s.diagnostics())
         else:
             shutil.rmtree(s.base, ignore_errors=True)

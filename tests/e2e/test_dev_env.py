@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+
+from testlib import ROOT
 from testlib.sample import JANUARY
 from testlib.serve import get, wait_until
 from testlib.stack import Stack

@@ -17,7 +17,8 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from conftest import CONTRACT, REFERENCE_DUMP
+
+from testlib.data import CONTRACT, REFERENCE_DUMP
 from testlib.sample import JANUARY
 from testlib.serve import Load, check_contract, get, outage_figures, wait_until
 from testlib.stack import PROCESS_COMPOSE_MISSING, Stack, port_closed

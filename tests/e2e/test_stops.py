@@ -18,12 +18,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
+from rates import sample
 from testlib.sample import JANUARY, JANUARY_BODY
 from testlib.serve import get, wait_until
 from testlib.stack import PROCESS_COMPOSE_MISSING, Stack, port_closed
 from testlib.terminal import TMUX_MISSING, have_tmux
-
-from rates import sample
 
 if shutil.which("process-compose") is None:
     pytest.skip(PROCESS_COMPOSE_MISSING, allow_module_level=True)

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from conftest import run_seed, seeded
+
+import rates.app
+from rates import sample
+from testlib.data import run_seed, seeded
 from testlib.figures import figures
 from testlib.postgres import Cluster
 from testlib.sample import JANUARY, JANUARY_BODY
 from testlib.serve import Load, Server, get, outage_figures, wait_until
-
-import rates.app
-from rates import sample
 
 
 @pytest.fixture

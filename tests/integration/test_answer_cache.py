@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from conftest import run_seed, seeded
+from rates import sample
+from testlib.data import run_seed, seeded
 from testlib.postgres import Cluster
 from testlib.sample import JANUARY
 from testlib.serve import get, wait_until
-
-from rates import sample
 
 
 def _listening(cluster: Cluster, db: str) -> int:

@@ -10,9 +10,9 @@ import math
 from typing import Any
 
 import pytest
-from conftest import contract_cases
 
 from rates import sample
+from testlib.data import contract_cases
 
 
 def assert_same_json(got: Any, want: Any, where: str = "$") -> None:

@@ -11,12 +11,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from conftest import contract_cases
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rates import settings as settings_module
 from rates.app import RatesRoute, create_app
+from testlib.data import contract_cases
 
 Answer = tuple[str, list[tuple[str, str]], bytes]
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_client
 from hypothesis import HealthCheck, given, settings
-from testlib.figures import figures
 
 from rates import settings as rates_settings
 from rates.app import create_app
+from testlib.figures import figures
+from testlib.serve import make_client
 
 schemathesis = pytest.importorskip(
     "schemathesis",

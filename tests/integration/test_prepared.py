@@ -7,12 +7,12 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from conftest import run_seed, seeded
-from testlib.postgres import Cluster
 
 from rates import sample, settings
 from rates.app import RATES
 from rates.pool import Database, DatabaseUnavailable
+from testlib.data import run_seed, seeded
+from testlib.postgres import Cluster
 
 PARAMS = ("CNSGH", "NLRTM", dt.date(2016, 1, 1), dt.date(2016, 1, 31))
 PLAIN = (

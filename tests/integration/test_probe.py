@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import seeded
+
+from testlib.data import seeded
 from testlib.postgres import Cluster, free_port
 
 

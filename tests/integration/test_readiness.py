@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from conftest import make_client
 from testlib.postgres import Cluster, locked
 from testlib.sample import JANUARY
+from testlib.serve import make_client
 
 
 def test_empty_database_is_not_ready(db_env: dict[str, str]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import seeded
+from testlib.data import seeded
 from testlib.postgres import Cluster
 from testlib.sample import JANUARY
 from testlib.serve import get, wait_until

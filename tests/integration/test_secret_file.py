@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import run_seed
+from testlib.data import run_seed
 from testlib.postgres import Cluster, locked
 from testlib.serve import Server, wait_until
 

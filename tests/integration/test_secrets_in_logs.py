@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from conftest import run_seed
+from testlib.data import run_seed
 from testlib.postgres import Cluster
 from testlib.sample import JANUARY
 from testlib.serve import Server, get, wait_until

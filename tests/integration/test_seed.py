@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REFERENCE_DUMP, needs_reference_dump, run_seed
-from testlib.postgres import Cluster, free_port
 
 from rates import sample
+from testlib.data import REFERENCE_DUMP, needs_reference_dump, run_seed
+from testlib.postgres import Cluster, free_port
 
 # ../shared/data/README.md gives it; a digest, not a secret.
 REFERENCE_SHA256 = (

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from testlib.postgres import Cluster, locked
 from testlib.sample import JANUARY, JANUARY_BODY
 from testlib.serve import Server, get, wait_until

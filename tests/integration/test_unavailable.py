@@ -14,7 +14,8 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from conftest import seeded
+
+from testlib.data import seeded
 from testlib.figures import figures
 from testlib.postgres import Cluster, locked
 from testlib.sample import JANUARY

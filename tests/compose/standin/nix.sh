@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stand-in for nix in the stand-in nixos/nix image (tests/testlib/containers.py).
+# Stand-in for nix in the stand-in nixos/nix image (testlib/containers.py).
 # It answers only the command containers/build-image.sh runs, `nix build` of
 # the checkout's image with flakes enabled, and answers it with the path of an
 # archive of the stand-in rates image, placed in /nix/store beforehand. First

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stand-in for the official postgres image's docker-entrypoint.sh, in the
-# image tests/testlib/containers.py builds from the host's PostgreSQL. It
+# image testlib/containers.py builds from the host's PostgreSQL. It
 # honours the parts of that image's contract docker-compose.yaml relies on, the same
 # way: started as root, it reads POSTGRES_PASSWORD_FILE, takes PGDATA for the
 # postgres user and starts itself again as that user; on an empty PGDATA it

@@ -11,6 +11,8 @@ import urllib.request
 from collections import Counter
 from typing import Any
 
+from rates import settings as settings_module
+from rates.app import create_app
 from testlib.postgres import free_port
 
 
@@ -93,7 +95,7 @@ class Server:
 
 
 class Load:
-    """tests/testlib/load.py in a second process, until stop()."""
+    """testlib/load.py in a second process, until stop()."""
 
     def __init__(self, urls: list[str], out: os.PathLike[str], concurrency: int = 8) -> None:
         import sys
@@ -152,3 +154,9 @@ def outage_figures(
         "slowest_during_outage_ms": round(slowest * 1000, 1),
         "recovery_after_restart_s": round(recovery, 2),
     }
+
+
+def make_client(env: dict[str, str], **extra: str):  # type: ignore[no-untyped-def]
+    """A Flask test client of the app with these settings (no server)."""
+    app = create_app(settings_module.load({**env, **extra}))
+    return app.test_client()

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FILES = Path(__file__).resolve().parents[2] / "nix" / "hosts" / "cluster"
+from testlib import ROOT
+
+FILES = ROOT / "nix" / "hosts" / "cluster"
 
 
 @dataclass(frozen=True)

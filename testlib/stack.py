@@ -18,11 +18,10 @@ import subprocess
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from testlib import ROOT
 from testlib.postgres import free_port
 from testlib.serve import get, wait_until
 from testlib.terminal import Terminal
-
-ROOT = Path(__file__).resolve().parents[2]
 
 PROCESS_COMPOSE_MISSING = (
     "process-compose is not installed: use `nix develop`, or .ci/install-process-compose"

@@ -50,7 +50,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from testlib import ROOT
 
 # podman settings (Debian 12's podman 4.3, as root) for machines like this
 # project's CI: runc, as crun refuses their hybrid cgroup hierarchy ("cgroups

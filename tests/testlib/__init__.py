@@ -1,1 +1,0 @@
-"""Helpers shared by the tests (on sys.path through pytest's `pythonpath`)."""
