@@ -11,6 +11,9 @@ let
   # "flask>=3.0" -> ps.flask: pyproject.toml spells each name as nixpkgs does,
   # and the build's pythonRuntimeDepsCheck holds the versions to it.
   pythonDependencies = ps: map (spec: ps.${lib.head (builtins.match "([A-Za-z0-9_.-]+).*" spec)}) project.dependencies;
+  # The test levels: tests/<level>, each a pytest marker.
+  levels = map (marker: lib.head (lib.splitString ":" marker))
+    (lib.importTOML ../pyproject.toml).tool.pytest.ini_options.markers;
   # buildPythonApplication takes `finalAttrs: { ... }` only from nixpkgs 26.05
   # on (NixOS/nixpkgs#271387); on 25.11 these let bindings stand in.
 in
@@ -61,17 +64,10 @@ python3Packages.buildPythonApplication {
   # pytestCheckHook turns this into `-m "((unit))"`
   # (pkgs/development/interpreters/python/hooks/pytest-check-hook.sh).
   enabledTestMarks = [ "unit" ];
-  # Not even collected: their modules import tools (process-compose drivers,
-  # linters, schemathesis) that the build environment does not have.
-  disabledTestPaths = [
-    "tests/integration"
-    "tests/faults"
-    "tests/e2e"
-    "tests/bench"
-    "tests/static"
-    "tests/compose"
-    "tests/cluster"
-  ];
+  # The other levels, pyproject.toml's markers, are not even collected: their
+  # modules import tools (process-compose drivers, linters, schemathesis) that
+  # the build environment does not have.
+  disabledTestPaths = map (level: "tests/${level}") (lib.remove "unit" levels);
 
   # Test the installed package, not the source tree: only the installed one
   # has rates/db (setuptools maps db/ there), where the SQL is read from.

@@ -27,8 +27,6 @@ _SETTINGS = {v.name for v in settings_module.VARIABLES} | {"RATES_STATE_DIR"}
 for _name in [n for n in os.environ if n.startswith("PG") or n in _SETTINGS]:
     del os.environ[_name]
 
-LEVELS = ("unit", "integration", "faults", "e2e", "compose", "cluster", "bench", "static")
-
 # The same examples on every run, so that CI is reproducible and a failure is
 # a real one; HYPOTHESIS_PROFILE=explore draws new examples each time.
 hypothesis_settings.register_profile("default", derandomize=True, database=None)
@@ -51,11 +49,14 @@ def pytest_report_header() -> list[str]:
     return lines
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The directory a test lives in is its level: tests/unit/... is marked `unit`."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The directory a test lives in is its level: tests/unit/... is marked `unit`.
+
+    The levels are the markers pyproject.toml declares."""
+    levels = {line.split(":")[0] for line in config.getini("markers")}
     for item in items:
         parts = Path(item.fspath).relative_to(ROOT / "tests").parts
-        if parts and parts[0] in LEVELS:
+        if parts and parts[0] in levels:
             item.add_marker(getattr(pytest.mark, parts[0]))
 
 
