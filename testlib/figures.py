@@ -1,10 +1,11 @@
 """The figures a test measured: printed for the log, and kept for the reliability report.
 
 A test calls `figures("what was measured", requests=15765, failed=0, ...)`. The line is
-printed (`pytest -s` shows it), and recorded with the test that printed it. When
-RATES_FIGURES_FILE names a file, each record is appended there as one JSON line at the
-end of the session, so that several runs (the unprivileged levels, then the root levels)
-add to one file, from which the reliability report is written.
+printed (`pytest -s` shows it), and recorded with the test that printed it and the first
+line of its docstring, the promise it checks. When RATES_FIGURES_FILE names a file, the
+records of the tests that passed are appended there as JSON lines at the end of the
+session, so that several runs (the unprivileged levels, then the root levels) add to one
+file; `python -m testlib.reliability FILE` writes docs/reliability.md from it.
 """
 
 from __future__ import annotations
@@ -18,24 +19,27 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Figures:
     test: str  # the pytest node id
+    promise: str  # the first line of the test's docstring
     name: str
     values: dict[str, object]
 
 
 _current_test = ""
+_current_promise = ""
 _recorded: list[Figures] = []
 
 
 def figures(name: str, **values: object) -> None:
     """Print and record what this test measured."""
     print(f"\n[figures] {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
-    _recorded.append(Figures(_current_test, name, values))
+    _recorded.append(Figures(_current_test, _current_promise, name, values))
 
 
-def start_test(nodeid: str) -> None:
+def start_test(nodeid: str, doc: str | None) -> None:
     """conftest.py calls this as each test starts, so that figures know their test."""
-    global _current_test
+    global _current_test, _current_promise  # one test runs at a time
     _current_test = nodeid
+    _current_promise = (doc or "").strip().split("\n")[0]
 
 
 def write(passed: set[str]) -> None:

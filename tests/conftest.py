@@ -65,7 +65,8 @@ REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    figures_module.start_test(item.nodeid)
+    doc = item.obj.__doc__ if isinstance(item, pytest.Function) else None
+    figures_module.start_test(item.nodeid, doc)
 
 
 _passed: set[str] = set()
