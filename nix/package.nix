@@ -70,6 +70,7 @@ python3Packages.buildPythonApplication {
     "tests/static"
     "tests/compose"
     "tests/cluster"
+    "tests/cloud"
   ];
 
   # Test the installed package, not the source tree: only the installed one
