@@ -34,13 +34,12 @@ UNREACHABLE = re.compile(
     r"Failed to download module|could not download module|Error accessing remote module registry"
 )
 INSTALL_PROVIDERS = (
-    "`tofu init` could not install the providers or nixos-anywhere's modules, which come "
-    "from the OpenTofu registry and github.com; this machine reaches neither (CI here cannot). "
-    "Where they are reachable, the modules install themselves; elsewhere, build the providers "
-    "into a filesystem_mirror named by the file TF_CLI_CONFIG_FILE points to, and point git at "
-    "a copy of nixos-anywhere (url.<copy>.insteadOf "
-    'https://github.com/nix-community/nixos-anywhere.git): docs/cloud.md, "Testing". '
-    "tofu said:\n"
+    "`tofu init` could not install the providers (from the OpenTofu registry) or "
+    "nixos-anywhere's modules (from github.com), neither of which CI here can reach. Where "
+    "they are reachable, they install themselves; elsewhere, build the providers into a "
+    "filesystem_mirror named by the file TF_CLI_CONFIG_FILE points to, and point git at a copy "
+    "of nixos-anywhere (url.<copy>.insteadOf https://github.com/nix-community/nixos-anywhere.git): "
+    'docs/cloud.md, "What is tested where". tofu said:\n'
 )
 
 

@@ -26,7 +26,7 @@ variables {
   ssh_public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockMockMockMockMockMockMockMockMockMockMo test"
   admin_cidrs    = ["198.51.100.0/24", "203.0.113.7/32"]
   # Any readable file: the plan checks that it exists, never reads it.
-  password_file = "tests/layouts.tftest.hcl"
+  password_file = "tests/layouts.tftest.hcl" # pragma: allowlist secret (a path)
 }
 
 run "cluster" {
