@@ -2,9 +2,19 @@
   description = "rates: a JSON API of average daily shipping prices, with its local stack, image and checks";
 
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+  # Partitions the cloud hosts' disks for nixos-anywhere, and makes their
+  # fileSystems from the same layout (nix/hosts/cloud.nix, docs/cloud.md).
+  inputs.disko = {
+    url = "github:nix-community/disko/v1.13.0";
+    inputs.nixpkgs.follows = "nixpkgs";
+  };
 
   # Wiring only: every output's logic lives in nix/<output>.nix.
-  outputs = { self, nixpkgs }:
+  # disko has no default in Nix, which always passes every input; the null is
+  # for evaluation harnesses that pass nixpkgs alone (../shared/tools/nix-eval
+  # on the project's build machines, which cannot fetch disko either): they
+  # see every output but the cloud hosts.
+  outputs = { self, nixpkgs, disko ? null }:
     let
       inherit (nixpkgs) lib;
       systems = [ "x86_64-linux" "aarch64-linux" "x86_64-darwin" "aarch64-darwin" ];
@@ -74,12 +84,17 @@
       nixosModules.default = lib.modules.importApply ./nix/module.nix { inherit self; };
 
       # One host with everything (nix/hosts/single.nix), and the cluster's
-      # db, api1, api2 and lb (nix/hosts/cluster.nix). See docs/deploy.md.
+      # db, api1, api2 and lb (nix/hosts/cluster.nix): docs/deploy.md. The same
+      # on the VMs that cloud/ creates, aws-single, aws-db, ..., hetzner-lb
+      # (nix/hosts/cloud.nix): docs/cloud.md.
       nixosConfigurations =
         let
-          nixos = host: lib.nixosSystem { modules = [ self.nixosModules.default host ]; };
+          nixos = modules: host: lib.nixosSystem { modules = [ self.nixosModules.default host ] ++ modules; };
           cluster = import ./nix/hosts/cluster.nix;
+          cloud = import ./nix/hosts/cloud.nix;
         in
-        lib.mapAttrs (_: nixos) ({ single = ./nix/hosts/single.nix; } // cluster.hosts);
+        lib.mapAttrs (_: nixos [ ]) ({ single = ./nix/hosts/single.nix; } // cluster.hosts)
+        // lib.optionalAttrs (disko != null)
+          (lib.mapAttrs (_: nixos [ disko.nixosModules.disko ]) (cloud.hosts "aws" // cloud.hosts "hetzner"));
     };
 }

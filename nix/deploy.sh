@@ -27,16 +27,19 @@
 #                        Default: ssh root@ADDRESS.
 #   RATES_DEPLOY_SWITCH  switches one host to the new configuration: called as
 #                        `SWITCH NAME ADDRESS`. Default: nixos-rebuild switch
-#                        --flake "$RATES_DEPLOY_FLAKE#NAME" --target-host root@ADDRESS.
+#                        --flake "$RATES_DEPLOY_FLAKE#${RATES_DEPLOY_PREFIX}NAME" --target-host root@ADDRESS.
 # Further settings:
 #   RATES_DEPLOY_NETWORK  the address plan (default: beside this script)
 #   RATES_DEPLOY_FLAKE    the flake to deploy (default: .)
+#   RATES_DEPLOY_PREFIX   put before each host's name to name its nixosConfiguration
+#                         (default: none; aws- or hetzner- for the hosts cloud/ makes)
 #   RATES_DEPLOY_TIMEOUT  seconds to wait for each host to become ready (default: 120)
 set -Eeuo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly network="${RATES_DEPLOY_NETWORK:-$here/hosts/cluster/network.json}"
 readonly flake="${RATES_DEPLOY_FLAKE:-.}"
+readonly prefix="${RATES_DEPLOY_PREFIX:-}"
 readonly timeout="${RATES_DEPLOY_TIMEOUT:-120}"
 first=false
 
@@ -87,7 +90,7 @@ switch() { # switch NAME
   if [[ -n ${RATES_DEPLOY_SWITCH:-} ]]; then
     "$RATES_DEPLOY_SWITCH" "$name" "$addr"
   else
-    nixos-rebuild switch --flake "$flake#$name" --target-host "root@$addr"
+    nixos-rebuild switch --flake "$flake#$prefix$name" --target-host "root@$addr"
   fi
 }
 
