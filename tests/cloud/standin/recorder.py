@@ -46,6 +46,9 @@ def tree(directory: Path) -> dict[str, dict[str, str]]:
 def on_host(command: list[str]) -> None:
     """What a host answers nix/deploy.sh: HAProxy's `show stat` (fields 1, 2, 5 and 18)."""
     if "socat" in command:
+        # Read the command as socat does: a writer into a pipe no one reads may die of
+        # SIGPIPE, and nix/deploy.sh's pipefail takes that for HAProxy not answering.
+        sys.stdin.read()
         plan = json.loads(Path(os.environ["RATES_DEPLOY_NETWORK"]).read_text())
         for name in plan["api"]:
             print(",".join([plan["haproxy"]["backend"], name, "", "", "0", *[""] * 12, "UP"]))
