@@ -38,7 +38,7 @@ from bench.load import (
 )
 from rates import settings as settings_module
 
-FULL = {
+FULL: dict[str, Any] = {
     "seconds": 5.0,
     "runs": 3,
     "warmup": 2.0,
@@ -50,7 +50,7 @@ FULL = {
     "seed_sizes": [1_000_000, 10_000_000],
     "stack_load_seconds": 5.0,
 }
-QUICK = {
+QUICK: dict[str, Any] = {
     "seconds": 1.0,
     "runs": 2,
     "warmup": 1.0,
@@ -243,8 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     data_dir = args.output / "performance"
     if args.report_only:
-        results = json.loads((data_dir / "results.json").read_text())
-        _write_report(results, args.output, args.no_plots)
+        _write_report(
+            json.loads((data_dir / "results.json").read_text()), args.output, args.no_plots
+        )
         return
     cfg = QUICK if args.quick else FULL
     dump = args.dump or (REFERENCE_DUMP if REFERENCE_DUMP.is_file() else None)

@@ -170,7 +170,7 @@ class Scenario:
     connections: int
 
 
-def _libpq(env: dict[str, str]) -> dict[str, str]:
+def _libpq(env: dict[str, str]) -> dict[str, Any]:
     keys = {"PGHOST": "host", "PGPORT": "port", "PGUSER": "user", "PGDATABASE": "dbname"}
     keys["PGPASSFILE"] = "passfile"
     return {keys[k]: v for k, v in env.items() if k in keys}

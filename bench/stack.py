@@ -46,8 +46,8 @@ def oracle() -> tuple[str, list[dict[str, Any]]]:
         day = f"2016-01-{d:02d}"
         values = prices[route].get(day, [])
         count = len(values) or None
-        price = sum(values) / len(values) if len(values) >= 3 else None
-        expected.append({"count": count, "day": day, "price": price})
+        average = sum(values) / len(values) if len(values) >= 3 else None
+        expected.append({"count": count, "day": day, "price": average})
     q = {"date_from": "2016-01-01", "date_to": "2016-01-31"}
     q |= {"orig_code": route[0], "dest_code": route[1]}
     return "/rates?" + urlencode(q), expected

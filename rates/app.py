@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from flask import Flask, Response, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from rates.cache import AnswerCache, DataVersion
@@ -223,7 +224,9 @@ def create_app(
     `cache=False` leaves out the answer cache (the benchmark measures both).
     """
     app = Flask(__name__)
-    app.json.sort_keys = True
+    json_provider = DefaultJSONProvider(app)
+    json_provider.sort_keys = True
+    app.json = json_provider
     db = database if database is not None else Database(settings)
     app.extensions["rates.database"] = db
 

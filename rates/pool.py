@@ -115,7 +115,7 @@ class Database:
             if self._idle:
                 return self._idle.pop()
         try:
-            conn = psycopg2.connect(
+            conn: _Connection = psycopg2.connect(
                 "",
                 connection_factory=_Connection,
                 async_=True,

@@ -17,7 +17,7 @@ import datetime as dt
 import random
 import sys
 from collections.abc import Iterator
-from typing import TextIO
+from typing import IO
 
 from rates.sql import sql_file
 
@@ -172,7 +172,7 @@ def _price_lines(
         day += one
 
 
-def write_dump(out: TextIO, prices: int = DEFAULT_PRICES, seed: int = DEFAULT_SEED) -> None:
+def write_dump(out: IO[str], prices: int = DEFAULT_PRICES, seed: int = DEFAULT_SEED) -> None:
     """Write the sample dataset as a plain-SQL dump, in pg_dump's order."""
     rng = random.Random(seed)  # noqa: S311 -- sample data, not secrets
     ports = _ports(rng)

@@ -17,7 +17,7 @@ from rates import settings as settings_module
 from rates.settings import Settings, SettingsError
 
 
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
+class _Gunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type information
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         super().__init__()

@@ -48,7 +48,7 @@ class Plan:
 
     @property
     def subnet(self) -> ipaddress.IPv4Network:
-        return ipaddress.ip_interface(
+        return ipaddress.IPv4Interface(
             f"{self.network['db']}/{self.network['prefixLength']}"
         ).network
 

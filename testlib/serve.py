@@ -40,7 +40,7 @@ def check_contract(url: str, cases: list[dict[str, Any]]) -> int:
     return len(cases)
 
 
-def wait_until(predicate, what: str, timeout: float = 60, interval: float = 0.05):  # type: ignore[no-untyped-def]
+def wait_until(predicate, what: str, timeout: float = 60, interval: float = 0.05):
     """Poll `predicate` until it returns something truthy; fail with `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -156,7 +156,7 @@ def outage_figures(
     }
 
 
-def make_client(env: dict[str, str], **extra: str):  # type: ignore[no-untyped-def]
+def make_client(env: dict[str, str], **extra: str):
     """A Flask test client of the app with these settings (no server)."""
     app = create_app(settings_module.load({**env, **extra}))
     return app.test_client()

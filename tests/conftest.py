@@ -73,7 +73,7 @@ _passed: set[str] = set()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     """Keep each phase's report, so that fixtures can print logs when a test failed."""
     report = yield
     item.stash.setdefault(REPORTS, {})[report.when] = report
@@ -105,7 +105,7 @@ def own_pg(tmp_path: Path) -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def start_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+def start_server(tmp_path: Path):
     """Start the real rates-serve with this environment and wait for `ready`; stopped after."""
     servers: list[Server] = []
 
@@ -130,7 +130,7 @@ _names = itertools.count()
 
 
 @pytest.fixture
-def new_database(pg: Cluster):  # type: ignore[no-untyped-def]
+def new_database(pg: Cluster):
     """A factory of fresh, empty databases; returns their libpq environment."""
 
     def make() -> dict[str, str]:
@@ -142,7 +142,7 @@ def new_database(pg: Cluster):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def db_env(new_database) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def db_env(new_database) -> dict[str, str]:
     return new_database()
 
 
@@ -162,10 +162,10 @@ def reference_env(pg: Cluster) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def sample_client(sample_env):  # type: ignore[no-untyped-def]
+def sample_client(sample_env):
     return make_client(sample_env)
 
 
 @pytest.fixture(scope="session")
-def reference_client(reference_env):  # type: ignore[no-untyped-def]
+def reference_client(reference_env):
     return make_client(reference_env)

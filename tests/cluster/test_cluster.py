@@ -78,7 +78,7 @@ def test_nix_and_the_tests_fill_in_the_same_files() -> None:
 
 def test_address_plan_is_consistent() -> None:
     plan = Plan.load()
-    api_subnet = ipaddress.ip_network(plan.network["apiSubnet"])
+    api_subnet = ipaddress.IPv4Network(plan.network["apiSubnet"])
     addresses = [ipaddress.ip_address(a) for a in plan.hosts().values()]
     assert len(set(addresses)) == len(addresses) == 5
     assert all(a in plan.subnet for a in addresses)
@@ -305,17 +305,17 @@ def test_access_control(cluster: Cluster) -> None:
 
     secret = cluster.password.encode()
     processes: dict[str, int] = {}
-    for host in cluster.net.hosts.values():
-        processes[host.name] = 0
-        for pid in host.pids():
+    for on in cluster.net.hosts.values():
+        processes[on.name] = 0
+        for pid in on.pids():
             try:
                 listed = [
                     Path(f"/proc/{pid}/{part}").read_bytes() for part in ("cmdline", "environ")
                 ]
             except (FileNotFoundError, ProcessLookupError):
                 continue  # ended since it was listed (a PostgreSQL backend)
-            assert not any(secret in data for data in listed), f"{host.name}: pid {pid}"
-            processes[host.name] += 1
+            assert not any(secret in data for data in listed), f"{on.name}: pid {pid}"
+            processes[on.name] += 1
     # Each API host: the gunicorn master and its workers; the load balancer: HAProxy's
     # master and worker; PostgreSQL's processes on the database host.
     assert {n: c for n, c in processes.items() if n != "db"} == {

@@ -572,6 +572,7 @@ def checkout_copy(dest: Path, owner: int) -> Path:
 
 def load(engine: Engine, stack: Stack, archive: Path) -> str:
     """docs/containers.md's `docker load -i`, or its Podman form where the docker CLI is missing."""
+    env: dict[str, str] | None
     if shutil.which("docker"):
         argv, env = ["docker", "load", "-i", str(archive)], stack.env
     else:

@@ -132,7 +132,7 @@ def test_the_default_images(text: str) -> None:
     # stateVersion 25.11), fully qualified so that podman needs no short-name search.
     assert read["RATES_POSTGRES_IMAGE"] == "docker.io/library/postgres:17"
     # A release tag, not latest: the volume nix starts as a copy of its /nix.
-    assert re.fullmatch(r"docker\.io/nixos/nix:2\.\d+\.\d+", read["RATES_NIX_IMAGE"])
+    assert re.fullmatch(r"docker\.io/nixos/nix:2\.\d+\.\d+", read["RATES_NIX_IMAGE"] or "")
 
 
 def test_the_password_is_a_file_only(compose: dict) -> None:
@@ -261,7 +261,7 @@ def test_scripts_run_in_linux_containers_keep_lf_endings() -> None:
 
 
 @pytest.fixture(scope="module")
-def resolve():  # type: ignore[no-untyped-def]
+def resolve():
     """Compose's own reading of docker-compose.yaml, with a .env beside it and this environment."""
     compose = containers.compose_command()
     if compose is None:
@@ -294,7 +294,7 @@ def resolve():  # type: ignore[no-untyped-def]
     return run
 
 
-def test_compose_reads_the_defaults(resolve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_compose_reads_the_defaults(resolve, tmp_path: Path) -> None:
     c = resolve(tmp_path)
     s = c["services"]
     assert c["name"] == "rates"
@@ -325,7 +325,7 @@ def dump_mount(seed: dict[str, Any]) -> dict[str, Any]:
     return mount
 
 
-def test_compose_reads_dotenv_and_the_environment_wins(resolve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_compose_reads_dotenv_and_the_environment_wins(resolve, tmp_path: Path) -> None:
     dotenv = (
         "RATES_IMAGE=registry.example/rates:1.2.3\n"
         "RATES_HOST=0.0.0.0\n"

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -33,7 +34,7 @@ def cluster(own_pg: Cluster) -> Cluster:
 
 
 @pytest.fixture
-def served(cluster: Cluster, start_server) -> Server:  # type: ignore[no-untyped-def]
+def served(cluster: Cluster, start_server) -> Server:
     return start_server({**seeded(cluster.env()), "RATES_CONNECT_TIMEOUT": "2"})
 
 
@@ -222,5 +223,5 @@ def test_connection_limit_reached(tmp_path: Path) -> None:
         cluster.destroy()
 
 
-def _libpq(env: dict[str, str]) -> dict[str, str]:
+def _libpq(env: dict[str, str]) -> dict[str, Any]:
     return {"host": env["PGHOST"], "port": env["PGPORT"], "dbname": env["PGDATABASE"]}

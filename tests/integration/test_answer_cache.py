@@ -21,7 +21,7 @@ def _listening(cluster: Cluster, db: str) -> int:
     )
 
 
-def test_replaced_data_is_answered_at_once(own_pg: Cluster, start_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_replaced_data_is_answered_at_once(own_pg: Cluster, start_server, tmp_path: Path) -> None:
     cluster = own_pg
     env = seeded(cluster.env())
     server = start_server({**env, "RATES_WORKERS": "1"})
@@ -56,7 +56,7 @@ def test_replaced_data_is_answered_at_once(own_pg: Cluster, start_server, tmp_pa
 
 def test_nothing_is_served_from_memory_while_the_database_is_down(
     own_pg: Cluster, start_server
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     cluster = own_pg
     env = seeded(cluster.env())
     server = start_server({**env, "RATES_CONNECT_TIMEOUT": "2"})

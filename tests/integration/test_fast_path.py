@@ -105,18 +105,18 @@ def test_the_contract_byte_for_byte(reference_env: dict[str, str]) -> None:
         ("orig_code=%E6%97%A5&date_from=2016-01-01", "400 BAD REQUEST"),
     ],
 )
-def test_sample_byte_for_byte(sample_paths, query_string: str, status: str) -> None:  # type: ignore[no-untyped-def]
+def test_sample_byte_for_byte(sample_paths, query_string: str, status: str) -> None:
     assert assert_same(sample_paths, query_string)[0] == status
 
 
-def test_undecodable_query_string_is_flasks_own_answer(sample_paths) -> None:  # type: ignore[no-untyped-def]
+def test_undecodable_query_string_is_flasks_own_answer(sample_paths) -> None:
     """Bytes that are not UTF-8 (QUERY_STRING carries them as latin-1): Flask answers."""
     route, flask_wsgi, _ = sample_paths
     query_string = "date_from=\xff&date_to=2016-01-02"
     assert call(route, query_string) == call(flask_wsgi, query_string)
 
 
-def test_head_and_other_methods_go_to_flask(sample_paths) -> None:  # type: ignore[no-untyped-def]
+def test_head_and_other_methods_go_to_flask(sample_paths) -> None:
     route, flask_wsgi, _ = sample_paths
     for method in ("HEAD", "POST", "OPTIONS"):
         assert call(route, urlencode(VALID), method) == call(flask_wsgi, urlencode(VALID), method)
@@ -151,7 +151,7 @@ query_text = st.one_of(
     ),
     raw=st.one_of(st.just(""), st.text(max_size=30)),
 )
-def test_hostile_byte_for_byte(sample_paths, changes, raw) -> None:  # type: ignore[no-untyped-def]
+def test_hostile_byte_for_byte(sample_paths, changes, raw) -> None:
     """Generated parameters, encoded or not, and raw text appended: the same answer both ways."""
     route, flask_wsgi, app = sample_paths
     query = {k: v for k, v in {**VALID, **changes}.items() if v is not None}

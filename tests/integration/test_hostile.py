@@ -45,7 +45,7 @@ hostile_text = st.one_of(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(changes=st.dictionaries(st.sampled_from(PARAMS), st.one_of(st.none(), hostile_text)))
-def test_never_a_server_error(sample_client, changes) -> None:  # type: ignore[no-untyped-def]
+def test_never_a_server_error(sample_client, changes) -> None:
     query = {k: v for k, v in {**VALID, **changes}.items() if v is not None}
     r = sample_client.get("/rates", query_string=query)
     assert r.status_code in (200, 400), (query, r.status_code, r.json)
@@ -56,7 +56,7 @@ def test_never_a_server_error(sample_client, changes) -> None:  # type: ignore[n
         assert r.json["error"] == "bad_request" and r.json["message"]
 
 
-def test_repeated_and_unknown_parameters(sample_client) -> None:  # type: ignore[no-untyped-def]
+def test_repeated_and_unknown_parameters(sample_client) -> None:
     """The first of a repeated parameter counts, as in Flask; unknown ones are ignored."""
     r = sample_client.get(
         "/rates?date_from=2016-01-01&date_from=x&date_to=2016-01-01"
@@ -66,7 +66,7 @@ def test_repeated_and_unknown_parameters(sample_client) -> None:  # type: ignore
     assert len(r.json["rates"]) == 1
 
 
-def test_many_parameters_are_refused(sample_client) -> None:  # type: ignore[no-untyped-def]
+def test_many_parameters_are_refused(sample_client) -> None:
     query = "&".join(f"p{i}=1" for i in range(13))
     r = sample_client.get(
         f"/rates?{query}&date_from=2016-01-01&date_to=2016-01-01&orig_code=CNSGH&dest_code=NLRTM"

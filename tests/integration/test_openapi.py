@@ -25,14 +25,14 @@ schemathesis = pytest.importorskip(
 EXAMPLES = {"GET /rates": 1000, "GET /": 10, "GET /healthz": 10, "GET /readyz": 10}
 
 
-def test_every_route_is_described_and_every_description_routed(sample_env) -> None:  # type: ignore[no-untyped-def]
+def test_every_route_is_described_and_every_description_routed(sample_env) -> None:
     app = create_app(rates_settings.load(sample_env))
     routed = {str(rule) for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
     described = set(make_client(sample_env).get("/openapi.json").json["paths"])
     assert routed == described
 
 
-def test_generated_requests_conform(sample_env) -> None:  # type: ignore[no-untyped-def]
+def test_generated_requests_conform(sample_env) -> None:
     """No 5xx, and every answer matches the description (status, content type, schema)."""
     app = create_app(rates_settings.load(sample_env))
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
@@ -49,7 +49,7 @@ def test_generated_requests_conform(sample_env) -> None:  # type: ignore[no-unty
             database=None,
             suppress_health_check=list(HealthCheck),
         )
-        def check(case) -> None:  # type: ignore[no-untyped-def]
+        def check(case) -> None:
             sent[case.operation.label] += 1
             case.call_and_validate(
                 # A range longer than RATES_MAX_RANGE_DAYS is a 400 for parameters

@@ -30,7 +30,7 @@ def probe(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_ready(start_server, sample_env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+def test_ready(start_server, sample_env: dict[str, str]) -> None:
     server = start_server(sample_env)
     result = probe(RATES_PORT=str(server.port))
     assert (result.returncode, result.stdout, result.stderr) == (
@@ -40,7 +40,7 @@ def test_ready(start_server, sample_env: dict[str, str]) -> None:  # type: ignor
     )
 
 
-def test_a_wildcard_listen_address_is_probed_on_loopback(start_server, sample_env) -> None:  # type: ignore[no-untyped-def]
+def test_a_wildcard_listen_address_is_probed_on_loopback(start_server, sample_env) -> None:
     """The image sets RATES_HOST=0.0.0.0 for rates-serve; the probe reads the same variable."""
     server = start_server(sample_env)
     result = probe(RATES_HOST="0.0.0.0", RATES_PORT=str(server.port))
@@ -50,7 +50,7 @@ def test_a_wildcard_listen_address_is_probed_on_loopback(start_server, sample_en
     )
 
 
-def test_not_ready_before_the_seed(start_server, db_env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+def test_not_ready_before_the_seed(start_server, db_env: dict[str, str]) -> None:
     server = start_server(db_env, ready="/healthz")
     result = probe(RATES_PORT=str(server.port))
     assert (result.returncode, result.stdout, result.stderr) == (
@@ -60,7 +60,7 @@ def test_not_ready_before_the_seed(start_server, db_env: dict[str, str]) -> None
     )
 
 
-def test_not_ready_while_the_database_is_down(start_server, own_pg: Cluster) -> None:  # type: ignore[no-untyped-def]
+def test_not_ready_while_the_database_is_down(start_server, own_pg: Cluster) -> None:
     own_pg.create_database("rates")
     server = start_server(seeded(own_pg.env("rates")))
     assert probe(RATES_PORT=str(server.port)).returncode == 0

@@ -22,7 +22,7 @@ def test_empty_database_is_not_ready(db_env: dict[str, str]) -> None:
         ), path
 
 
-def test_seeded_database_is_ready(sample_client) -> None:  # type: ignore[no-untyped-def]
+def test_seeded_database_is_ready(sample_client) -> None:
     r = sample_client.get("/readyz")
     assert (r.status_code, r.json) == (200, {"status": "ready"})
 

@@ -10,7 +10,7 @@ from testlib.sample import JANUARY
 from testlib.serve import get, wait_until
 
 
-def test_readyz_and_rates_recover_after_postgres_restart(own_pg: Cluster, start_server) -> None:  # type: ignore[no-untyped-def]
+def test_readyz_and_rates_recover_after_postgres_restart(own_pg: Cluster, start_server) -> None:
     # A server of its own: stopping the shared one would disturb other tests.
     cluster = own_pg
     server = start_server(seeded(cluster.env()))

@@ -137,7 +137,7 @@ def test_tables_it_did_not_load_are_not_replaced(pg: Cluster, db_env: dict[str, 
     assert pg.psql("SELECT x FROM prices", db) == "1"
 
 
-def _wait_for(predicate, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+def _wait_for(predicate, what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -16,7 +16,7 @@ from testlib.serve import Server, get, wait_until
 
 
 @pytest.fixture
-def server(sample_env: dict[str, str], tmp_path: Path):  # type: ignore[no-untyped-def]
+def server(sample_env: dict[str, str], tmp_path: Path):
     s = Server(sample_env, tmp_path / "serve.log")
     s.wait_ready()
     yield s

@@ -51,7 +51,7 @@ def assert_hidden(bodies: list[bytes], *internal: str) -> None:
             assert text.encode() not in body, (text, body)
 
 
-def test_database_down(start_server, own_pg: Cluster) -> None:  # type: ignore[no-untyped-def]
+def test_database_down(start_server, own_pg: Cluster) -> None:
     own_pg.create_database("rates")
     server = start_server(seeded(own_pg.env("rates")))
     own_pg.stop()
@@ -64,7 +64,7 @@ def test_database_down(start_server, own_pg: Cluster) -> None:  # type: ignore[n
     own_pg.start()
 
 
-def test_not_seeded(start_server, db_env: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+def test_not_seeded(start_server, db_env: dict[str, str]) -> None:
     server = start_server(db_env, ready="/healthz")
     bodies = answers(server, "not seeded yet")
     assert_hidden(bodies, "prices", "relation", "rates-seed")
@@ -75,7 +75,7 @@ def test_not_seeded(start_server, db_env: dict[str, str]) -> None:  # type: igno
     ) in log, log
 
 
-def test_statement_timeout(start_server, sample_env: dict[str, str], pg: Cluster) -> None:  # type: ignore[no-untyped-def]
+def test_statement_timeout(start_server, sample_env: dict[str, str], pg: Cluster) -> None:
     server = start_server({**sample_env, "RATES_STATEMENT_TIMEOUT_MS": "300"})
     with locked(pg, sample_env["PGDATABASE"], "prices"):
         status, _, body = raw(server.url + JANUARY)
@@ -96,7 +96,7 @@ def silent_server() -> Iterator[int]:
         yield listener.getsockname()[1]
 
 
-def test_hung_database_is_a_503_within_the_connect_timeout(  # type: ignore[no-untyped-def]
+def test_hung_database_is_a_503_within_the_connect_timeout(
     start_server, sample_env: dict[str, str], silent_server: int
 ) -> None:
     """libpq's own connect_timeout would wait 2 s at least; the pool's ends at 0.3 s."""

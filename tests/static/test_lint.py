@@ -59,6 +59,16 @@ def test_ruff_format() -> None:
     run("ruff", "format", "--no-cache", "--check", ".", install="pip install -e '.[lint]'")
 
 
+def test_mypy() -> None:
+    # pyproject.toml's [tool.mypy] names the files and the strictness. The dev shell
+    # has no mypy (nor stubs for psycopg2): a venv with the `lint` extra has.
+    run(
+        "mypy",
+        "--no-incremental",
+        install="python3 -m venv .venv && .venv/bin/pip install -e '.[lint]'",
+    )
+
+
 def test_shellcheck() -> None:
     scripts = shell_scripts()
     assert ".ci/run" in scripts and ".envrc" in scripts

@@ -30,16 +30,16 @@ GOOD = {
 
 
 @pytest.fixture(scope="module")
-def client():  # type: ignore[no-untyped-def]
+def client():
     return create_app(settings.load(NOWHERE)).test_client()
 
 
-def test_hello(client) -> None:  # type: ignore[no-untyped-def]
+def test_hello(client) -> None:
     r = client.get("/")
     assert (r.status_code, r.json) == (200, {"message": "Hello world!"})
 
 
-def test_healthz_needs_no_database(client) -> None:  # type: ignore[no-untyped-def]
+def test_healthz_needs_no_database(client) -> None:
     r = client.get("/healthz")
     assert (r.status_code, r.json) == (200, {"status": "ok"})
     assert r.headers["Rates-Build"] == importlib.metadata.version("rates")
@@ -54,12 +54,12 @@ def test_healthz_names_the_build() -> None:
     assert "Rates-Build" not in labelled.get("/").headers
 
 
-def test_openapi_names_the_installed_version(client) -> None:  # type: ignore[no-untyped-def]
+def test_openapi_names_the_installed_version(client) -> None:
     info = client.get("/openapi.json").json["info"]
     assert info["version"] == importlib.metadata.version("rates")
 
 
-def test_readyz_without_database(client) -> None:  # type: ignore[no-untyped-def]
+def test_readyz_without_database(client) -> None:
     r = client.get("/readyz")
     assert (r.status_code, r.json) == (
         503,
@@ -107,14 +107,14 @@ def test_readyz_without_database(client) -> None:  # type: ignore[no-untyped-def
         ),
     ],
 )
-def test_bad_requests_never_reach_the_database(client, change, message) -> None:  # type: ignore[no-untyped-def]
+def test_bad_requests_never_reach_the_database(client, change, message) -> None:
     query = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
     r = client.get("/rates", query_string=query)
     assert r.status_code == 400
     assert r.json == {"error": "bad_request", "message": message}
 
 
-def test_reversed_range_is_empty(client) -> None:  # type: ignore[no-untyped-def]
+def test_reversed_range_is_empty(client) -> None:
     r = client.get(
         "/rates", query_string={**GOOD, "date_from": "2016-01-05", "date_to": "2016-01-01"}
     )
@@ -124,12 +124,12 @@ def test_reversed_range_is_empty(client) -> None:  # type: ignore[no-untyped-def
 @pytest.mark.parametrize(
     ("path", "status", "error"), [("/nope", 404, "not_found"), ("/rates/x", 404, "not_found")]
 )
-def test_unknown_paths_are_json(client, path, status, error) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_paths_are_json(client, path, status, error) -> None:
     r = client.get(path)
     assert (r.status_code, r.json["error"]) == (status, error)
 
 
-def test_wrong_method_is_json(client) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_method_is_json(client) -> None:
     r = client.post("/rates")
     assert (r.status_code, r.json["error"]) == (405, "method_not_allowed")
 
@@ -173,7 +173,7 @@ def test_an_unexpected_error_is_a_json_500_without_details() -> None:
     app = create_app(settings.load(NOWHERE))
 
     @app.get("/boom")
-    def boom() -> None:
+    def boom() -> str:
         raise RuntimeError("secret internals")
 
     r = app.test_client().get("/boom")
