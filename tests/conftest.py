@@ -36,7 +36,17 @@ _SETTINGS = {v.name for v in settings_module.VARIABLES} | {"RATES_STATE_DIR"}
 for _name in [n for n in os.environ if n.startswith("PG") or n in _SETTINGS]:
     del os.environ[_name]
 
-LEVELS = ("unit", "integration", "faults", "e2e", "compose", "cluster", "bench", "static")
+LEVELS = (
+    "unit",
+    "integration",
+    "faults",
+    "e2e",
+    "compose",
+    "cluster",
+    "kubernetes",
+    "bench",
+    "static",
+)
 
 # The same examples on every run, so that CI is reproducible and a failure is
 # a real one; HYPOTHESIS_PROFILE=explore draws new examples each time.

@@ -500,3 +500,12 @@ def build_postgres_image(tag: str, work: Path, env: dict[str, str]) -> str:
     ]
     _import(rootfs, tag, changes, env)
     return version
+
+
+def build_pause_image(tag: str, binary: Path, work: Path, env: dict[str, str]) -> None:
+    """The pod sandbox's image, as Kubernetes' own (registry.k8s.io/pause): its static
+    program alone (build/pause/linux/pause.c, which .ci/install-kubernetes compiles)."""
+    rootfs = work / "pause-rootfs"
+    rootfs.mkdir()
+    _put(rootfs, binary, "/pause")
+    _import(rootfs, tag, ['ENTRYPOINT ["/pause"]', "USER 65535:65535"], env)
