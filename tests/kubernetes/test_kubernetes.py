@@ -179,11 +179,13 @@ def test_dev_overlay_adds_postgres_and_its_secret(tmp_path: Path) -> None:
     check_hardened(postgres["template"]["spec"], 999)
     (pg,) = postgres["template"]["spec"]["containers"]
     assert pg["image"] == "postgres:17"
-    env = {e["name"]: e for e in pg["env"]}
-    assert env["POSTGRES_USER"]["valueFrom"]["configMapKeyRef"] == {
-        "name": config["metadata"]["name"],
-        "key": "PGUSER",
-    }
+    env = {e["name"]: e.get("value") for e in pg["env"]}
+    # The API's role and database are the ones the image creates.
+    assert env["POSTGRES_USER"] == config["data"]["PGUSER"]
+    assert env["POSTGRES_DB"] == config["data"]["PGDATABASE"]
+    # Nothing of the API's settings in the database's pod template: a new
+    # setting (a new ConfigMap name) must not restart PostgreSQL.
+    assert config["metadata"]["name"] not in json.dumps(postgres)
     (claim,) = postgres["volumeClaimTemplates"]
     assert "storageClassName" not in claim["spec"]  # the cluster's default class
     assert objects[("Service", "postgres")]["spec"]["ports"][0]["port"] == 5432

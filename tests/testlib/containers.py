@@ -410,6 +410,11 @@ def build_rates_image(tag: str, work: Path, env: dict[str, str]) -> dict[str, An
             if not str(f).startswith(".."):
                 _put(rootfs, Path(f.locate()), str(site.relative_to(rootfs) / f))
     _install_rates(site)
+    # Its metadata too, so that the service reports its version (/healthz's
+    # Rates-Build) as the Nix package does.
+    for f in importlib.metadata.distribution("rates").files or []:
+        if f.parts[0].endswith(".dist-info") and f.name == "METADATA":
+            _put(rootfs, Path(f.locate()), str(site.relative_to(rootfs) / f))
     # psql, which rates-seed runs: on PATH through the wrappers, as in the Nix package.
     _put(rootfs, pg_bin / "psql", str(pg_bin / "psql"))
     # /bin holds the package's console scripts only (buildLayeredImage links

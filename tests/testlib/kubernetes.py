@@ -12,10 +12,11 @@ Nothing is left on the machine:
   process in it, containers included. Its mounts (container root file systems, volumes)
   go with its mount namespace; the iptables rules of kube-proxy and the CNI plugin go
   with the node's network namespace.
-- Paths the programs cannot be told (the kubelet's /var/log/containers, the CNI
-  library's cache in /var/lib/cni, containerd's shim sockets in /run/containerd) are
-  tmpfs mounts in the node's mount namespace, over the machine's (podman uses
-  /var/lib/cni too).
+- Paths the programs cannot be told (the kubelet's /var/lib/kubelet/pki and
+  device-plugins, and /var/log/containers; the CNI library's cache in /var/lib/cni;
+  containerd's shim sockets in /run/containerd) are tmpfs mounts in the node's mount
+  namespace, over the machine's (podman uses /var/lib/cni too). The rest is told to
+  use the node's directory, and down() checks that none of their defaults appeared.
 - The kubelet sets six kernel-wide sysctls (vm.overcommit_memory, kernel.panic, ...) to
   its own values unless they have them already. In the node's mount namespace those
   /proc/sys files are covered by files that hold its values, so it leaves the
@@ -102,8 +103,25 @@ KUBELET_SYSCTLS = {
     "kernel/keys/root_maxkeys": "1000000",
     "kernel/keys/root_maxbytes": "25000000",
 }
-# Paths the node's programs use and cannot be told otherwise: tmpfs in its mount namespace.
-PRIVATE_DIRS = ("/var/log", "/run/containerd", "/var/lib/cni")
+# Paths the node's programs use and cannot all be told otherwise (the kubelet's
+# certificates and device plugin sockets, its pods' log links; the CNI library's cache;
+# the containerd shims' sockets): tmpfs in its mount namespace.
+PRIVATE_DIRS = ("/var/lib/kubelet", "/var/log", "/run/containerd", "/var/lib/cni")
+# Where Kubernetes' and containerd's programs write by default: none may appear on the
+# machine (down() checks).
+DEFAULT_PATHS = (
+    "/var/lib/kubelet",
+    "/var/log/pods",
+    "/var/log/containers",
+    "/usr/libexec/kubernetes",
+    "/etc/kubernetes",
+    "/var/run/kubernetes",
+    "/var/lib/containerd",
+    "/run/containerd",
+    "/opt/containerd",
+    "/opt/cni",
+    "/etc/cni/net.d",
+)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PREFIX = "ratesc"
 
@@ -277,6 +295,7 @@ class Node:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.made_dirs: list[Path] = []
         self.iptables_before = _iptables_chains()
+        self.paths_before = {p for p in DEFAULT_PATHS if Path(p).exists()}
 
     # -- running things in the node --
 
@@ -375,6 +394,14 @@ class Node:
             check=True,
             capture_output=True,
         )
+        # The node's own connections to Service addresses (kubectl's checks, the load):
+        # a route for connect() to find; kube-proxy's rules then send them to a pod.
+        # Nothing for them leaves the node: those addresses exist only in its rules.
+        subprocess.run(
+            ["ip", "-n", self.ns, "route", "add", SERVICE_RANGE, "dev", "eth0"],
+            check=True,
+            capture_output=True,
+        )
         self._certificates()
         self._configs()
         self._start_init()
@@ -430,6 +457,8 @@ class Node:
                 f"--root-ca-file={p / 'ca.crt'}",
                 "--use-service-account-credentials=true",
                 "--cluster-name=rates-test",
+                # Not its default, /usr/libexec/kubernetes/...: it creates the directory.
+                f"--flex-volume-plugin-dir={self.work / 'kubelet-plugins'}",
             ],
         )
         self._start(
@@ -452,7 +481,6 @@ class Node:
                 f"--kubeconfig={self.work / 'kubelet.kubeconfig'}",
                 f"--node-ip={NODE_ADDRESS}",
                 f"--hostname-override={NODE_NAME}",
-                f"--root-dir={self.work / 'kubelet'}",
             ],
         )
         self._start("kube-proxy", ["kube-proxy", f"--config={self.work / 'kube-proxy.yaml'}"])
@@ -478,6 +506,8 @@ class Node:
             [
                 *self.in_net(),
                 "unshare",
+                # Its child, the node's PID 1, dies with it.
+                "--kill-child",
                 "--pid",
                 "--fork",
                 "--mount",
@@ -495,7 +525,7 @@ class Node:
         deadline = time.monotonic() + 30
         children = Path(f"/proc/{self.init.pid}/task/{self.init.pid}/children")
         while not self.init_pid:
-            with contextlib.suppress(OSError, ValueError):
+            with contextlib.suppress(OSError, ValueError, IndexError):
                 self.init_pid = int(children.read_text().split()[0])
             if self.init_pid or self.init.poll() is not None:
                 break
@@ -794,9 +824,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     def down(self) -> dict[str, Any]:
         """Stop every process of the node and remove everything it made; what was left."""
-        if self.init_pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.init_pid, signal.SIGKILL)
+        for pid in (self.init_pid, self.init.pid if self.init else 0):
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 60
         while any(alive(p) for p in self.processes()) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -820,8 +851,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "processes": [p for p in self.processes() if alive(p)],
             "cgroups": cgroups,
             "mounts": mounts,
-            "iptables_chains": [c for c in added_chains if c.startswith(("KUBE-", "CNI-"))],
+            # kube-proxy's and the kubelet's (podman, which may run beside, adds CNI-*).
+            "iptables_chains": [c for c in added_chains if c.startswith("KUBE-")],
             "files": self.work.exists(),
+            "default_paths": [
+                p for p in DEFAULT_PATHS if Path(p).exists() and p not in self.paths_before
+            ],
         }
 
 
