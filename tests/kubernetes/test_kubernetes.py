@@ -620,6 +620,10 @@ def test_postgres_pod_deleted_under_load(cluster: Deployment, deployed: dict[str
     pods_after = cluster.api_pods()
     assert set(pods_after) == set(pods_before)
     assert restarts(pods_after) == restarts_before
+    # PostgreSQL stopped through its preStop hook (a fast shutdown), not at the
+    # grace period's end.
+    hook = cluster.get("events", "--field-selector=reason=FailedPreStopHook")["items"]
+    assert not hook, [e["message"] for e in hook]
     figures(
         "PostgreSQL's pod deleted under load",
         requests=len(records),
