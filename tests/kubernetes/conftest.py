@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,6 +65,7 @@ def node(request: pytest.FixtureRequest) -> Iterator[k8s.Node]:
     }
     node = None
     try:
+        started = time.monotonic()
         containers.build_rates_image(images["rates-1"], work, env)
         # The second release: the same image under the next tag, as a registry
         # would hold it; the release's RATES_BUILD tells the two apart.
@@ -77,6 +79,7 @@ def node(request: pytest.FixtureRequest) -> Iterator[k8s.Node]:
         pause = k8s.pause_binary()
         assert pause is not None
         containers.build_pause_image(images["pause"], pause, work, env)
+        figures("stand-in images built with podman", seconds=round(time.monotonic() - started, 1))
         node = k8s.Node(images, env)
         up = False
         try:
