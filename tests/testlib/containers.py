@@ -19,6 +19,8 @@ images are stand-ins made here from the host's own Debian packages:
   as root, then postgres as user postgres, PGDATA=/var/lib/postgresql/data,
   password authentication over TCP, pg_isready on PATH). Not the official
   image: another major version, another entry point, no initdb scripts.
+- pause (the kubernetes level): the pod sandbox's image, Kubernetes' own pause
+  program alone, as .ci/install-kubernetes compiles it.
 """
 
 from __future__ import annotations
