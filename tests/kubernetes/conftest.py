@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,17 +50,17 @@ def require() -> None:
 @pytest.fixture(scope="module")
 def node(request: pytest.FixtureRequest) -> Iterator[k8s.Node]:
     require()
-    stale = k8s.destroy_stale()
+    name = k8s.run_name()
+    work = Path(tempfile.mkdtemp(prefix=f"rates-kubernetes-images-{name}-"))
+    env = containers.podman_env(work)
+    stale = k8s.destroy_stale(env)
     if stale:
         print(f"\nremoved what runs that died left: {stale}")
-    work = Path(tempfile.mkdtemp(prefix="rates-kubernetes-images-"))
-    env = containers.podman_env(work)
-    run_id = uuid.uuid4().hex[:10]
     images = {
-        "rates-1": f"localhost/rates-standin-{run_id}:1",
-        "rates-2": f"localhost/rates-standin-{run_id}:2",
-        "postgres": f"localhost/postgres-standin-{run_id}:17",
-        "pause": f"localhost/pause-standin-{run_id}:{k8s.PAUSE_VERSION}",
+        "rates-1": f"localhost/rates-standin-{name}:1",
+        "rates-2": f"localhost/rates-standin-{name}:2",
+        "postgres": f"localhost/postgres-standin-{name}:17",
+        "pause": f"localhost/pause-standin-{name}:{k8s.PAUSE_VERSION}",
     }
     node = None
     try:
@@ -80,7 +79,7 @@ def node(request: pytest.FixtureRequest) -> Iterator[k8s.Node]:
         assert pause is not None
         containers.build_pause_image(images["pause"], pause, work, env)
         figures("stand-in images built with podman", seconds=round(time.monotonic() - started, 1))
-        node = k8s.Node(images, env)
+        node = k8s.Node(name, images, env)
         up = False
         try:
             figures("single-node cluster up, closed network checked first", **node.up())

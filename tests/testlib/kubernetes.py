@@ -124,6 +124,19 @@ DEFAULT_PATHS = (
 )
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PREFIX = "ratesc"
+MADE_BY = ".made-by-rates-kubernetes-"
+
+
+def run_name() -> str:
+    """A name for this run's namespaces, cgroups, files and images: this process's id
+    and a random part, as testlib/netns.py names its namespaces."""
+    return f"{PREFIX}{os.getpid()}x{secrets.token_hex(2)}"
+
+
+def _dead(name: str) -> bool:
+    """Whether NAME (…ratesc<pid>x…) belongs to a run whose process is gone."""
+    pid = name.rpartition(PREFIX)[2].split("x", 1)[0]
+    return pid.isdigit() and not Path(f"/proc/{pid}").exists()
 
 
 def _version(path: str) -> str:
@@ -269,10 +282,9 @@ def _certificate(name: str, subject: str, d: Path, usage: str, names: tuple[str,
 class Node:
     """The single-node cluster: up() builds and starts it, down() removes every trace."""
 
-    def __init__(self, images: dict[str, str], podman_env: dict[str, str]) -> None:
-        # Named after this process, as testlib/netns.py names its namespaces, so that
-        # destroy_stale() finds what a run that died left.
-        self.prefix = f"{PREFIX}{os.getpid()}x{secrets.token_hex(2)}"
+    def __init__(self, name: str, images: dict[str, str], podman_env: dict[str, str]) -> None:
+        # run_name(): destroy_stale() finds what a run that died left.
+        self.prefix = name
         self.work = Path(tempfile.gettempdir()) / f"rates-kubernetes-{self.prefix}"
         self.net = Network(
             {"node": NODE_ADDRESS},
@@ -501,6 +513,9 @@ class Node:
         for d in PRIVATE_DIRS:
             if not Path(d).exists():
                 Path(d).mkdir(parents=True)
+                # Under the tmpfs, on the machine: says whose the directory is, so
+                # that destroy_stale() removes it after a run that died.
+                (Path(d) / f"{MADE_BY}{self.prefix}").touch()
                 self.made_dirs.append(Path(d))
         self.init = subprocess.Popen(
             [
@@ -838,6 +853,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         cgroups = _remove_cgroups(self.prefix)
         for d in reversed(self.made_dirs):
             with contextlib.suppress(OSError):
+                (d / f"{MADE_BY}{self.prefix}").unlink()
                 d.rmdir()
         mounts = [
             line
@@ -894,18 +910,33 @@ def _iptables_chains() -> set[str]:
     return {line[1:].split()[0] for line in out.splitlines() if line.startswith(":")}
 
 
-def destroy_stale() -> list[str]:
-    """What runs that died left (their process is gone): namespaces, cgroups, files."""
+def destroy_stale(podman_env: dict[str, str]) -> list[str]:
+    """What runs that died left (their process is gone): namespaces (and with them every
+    process of their node), cgroups, directories, files and stand-in images."""
     removed = Network.destroy_stale()
     for hierarchy in CGROUP_ROOT.iterdir() if CGROUP_ROOT.is_dir() else []:
         for top in hierarchy.glob(f"{PREFIX}*x*"):
-            pid = top.name.removeprefix(PREFIX).split("x", 1)[0]
-            gone = pid.isdigit() and not Path(f"/proc/{pid}").exists()
-            if gone and not _remove_cgroups(top.name):
+            if _dead(top.name) and not _remove_cgroups(top.name):
                 removed.append(str(top))
-    for work in Path(tempfile.gettempdir()).glob(f"rates-kubernetes-{PREFIX}*x*"):
-        pid = work.name.removeprefix(f"rates-kubernetes-{PREFIX}").split("x", 1)[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+    for d in map(Path, PRIVATE_DIRS):
+        for marker in d.glob(f"{MADE_BY}*"):
+            if _dead(marker.name):
+                marker.unlink()
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+                removed.append(str(d))
+    for work in Path(tempfile.gettempdir()).glob(f"rates-kubernetes-*{PREFIX}*x*"):
+        if _dead(work.name):
             shutil.rmtree(work, ignore_errors=True)
             removed.append(str(work))
+    images = subprocess.run(
+        ["podman", "images", "--format={{.Repository}}:{{.Tag}}"],
+        env=podman_env,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    stale = [i for i in images if "-standin-" in i and PREFIX in i and _dead(i.split(":")[0])]
+    if stale:
+        subprocess.run(["podman", "rmi", "--force", *stale], env=podman_env, capture_output=True)
+        removed.extend(stale)
     return removed
