@@ -25,6 +25,8 @@ images are stand-ins made here from the host's own Debian packages:
   everything under /nix), with a stand-in `nix` (tests/compose/standin/nix.sh)
   that answers `nix build .#image` with an archive of the stand-in rates image.
   Not Nix: nothing is evaluated or built.
+- pause (the kubernetes level): the pod sandbox's image, Kubernetes' own pause
+  program alone, as .ci/install-kubernetes compiles it.
 """
 
 from __future__ import annotations
@@ -424,6 +426,11 @@ def build_rates_image(tag: str, work: Path, env: dict[str, str]) -> dict[str, An
             if not str(f).startswith(".."):
                 _put(rootfs, Path(f.locate()), str(site.relative_to(rootfs) / f))
     _install_rates(site)
+    # Its metadata too, so that the service reports its version (/healthz's
+    # Rates-Build) as the Nix package does.
+    for f in importlib.metadata.distribution("rates").files or []:
+        if f.parts[0].endswith(".dist-info") and f.name == "METADATA":
+            _put(rootfs, Path(f.locate()), str(site.relative_to(rootfs) / f))
     # psql, which rates-seed runs: on PATH through the wrappers, as in the Nix package.
     _put(rootfs, pg_bin / "psql", str(pg_bin / "psql"))
     # /bin holds the package's console scripts only (buildLayeredImage links
@@ -566,3 +573,12 @@ def build_nix_image(tag: str, work: Path, env: dict[str, str], archive: Path) ->
         'CMD ["/root/.nix-profile/bin/bash"]',
     ]
     _import(rootfs, tag, changes, env)
+
+
+def build_pause_image(tag: str, binary: Path, work: Path, env: dict[str, str]) -> None:
+    """The pod sandbox's image, as Kubernetes' own (registry.k8s.io/pause): its static
+    program alone (build/pause/linux/pause.c, which .ci/install-kubernetes compiles)."""
+    rootfs = work / "pause-rootfs"
+    rootfs.mkdir()
+    _put(rootfs, binary, "/pause")
+    _import(rootfs, tag, ['ENTRYPOINT ["/pause"]', "USER 65535:65535"], env)

@@ -97,13 +97,22 @@ class Server:
 class Load:
     """testlib/load.py in a second process, until stop()."""
 
-    def __init__(self, urls: list[str], out: os.PathLike[str], concurrency: int = 8) -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        out: os.PathLike[str],
+        concurrency: int = 8,
+        prefix: list[str] | None = None,
+        max_seconds: float = 120,
+    ) -> None:
+        """`prefix`: a command that runs it elsewhere (nsenter into a test's namespace)."""
         import sys
         from pathlib import Path
 
         self.out = Path(out)
         self.proc = subprocess.Popen(
             [
+                *(prefix or []),
                 sys.executable,
                 str(Path(__file__).with_name("load.py")),
                 *urls,
@@ -111,6 +120,8 @@ class Load:
                 str(self.out),
                 "--concurrency",
                 str(concurrency),
+                "--max-seconds",
+                str(max_seconds),
             ]
         )
 

@@ -18,14 +18,17 @@ if [[ "${1:-}" != postgres ]]; then
   exec "$@"
 fi
 
+# As the official script does (file_env), whichever user it starts as: the
+# secret is read first, so that as root the file need not be readable by
+# postgres, and passed on in the environment. Started as another user
+# (Kubernetes' runAsUser: 999, kubernetes/overlays/dev), that user reads it.
+if [[ -n "${POSTGRES_PASSWORD_FILE:-}" ]]; then
+  POSTGRES_PASSWORD="$(cat "$POSTGRES_PASSWORD_FILE")"
+  export POSTGRES_PASSWORD
+  unset POSTGRES_PASSWORD_FILE
+fi
+
 if [[ "$(id -u)" == 0 ]]; then
-  # As the official script does: root reads the secret, so the file need not
-  # be readable by postgres, and passes it on in the environment.
-  if [[ -n "${POSTGRES_PASSWORD_FILE:-}" ]]; then
-    POSTGRES_PASSWORD="$(cat "$POSTGRES_PASSWORD_FILE")"
-    export POSTGRES_PASSWORD
-    unset POSTGRES_PASSWORD_FILE
-  fi
   mkdir -p "$PGDATA" /var/run/postgresql
   chown -R postgres:postgres "$PGDATA" /var/run/postgresql
   chmod 700 "$PGDATA"
