@@ -183,6 +183,18 @@ def test_a_bad_dump_stops_the_stack_headless(stack: Stack) -> None:
     assert stack.leftovers() == []
 
 
+def test_a_port_that_is_no_port_is_bad_configuration(stack: Stack) -> None:
+    """Refused before anything starts, with status 2."""
+    (stack.checkout / ".env").write_text(f"PGPORT=54321x\nRATES_PORT={stack.api_port}\n")
+    stack.start()
+    assert stack.wait() == 2
+    assert stack.said("about") == [
+        "rates: stopped: PGPORT is '54321x' in .env; expected a port number from 1 to 65535"
+    ]
+    assert not stack.state.exists()
+    assert stack.leftovers() == []
+
+
 def test_a_setting_the_seed_rejects_stops_the_stack_with_status_2(stack: Stack) -> None:
     """Bad configuration: process-compose exits 2, the seed's own status."""
     stack.env["RATES_SEED_WAIT"] = "soon"
