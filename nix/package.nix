@@ -53,7 +53,6 @@ python3Packages.buildPythonApplication {
   nativeCheckInputs = [
     python3Packages.pytestCheckHook
     python3Packages.hypothesis
-    python3Packages.pyyaml # tests/unit/test_stack_config.py reads process-compose.yaml
     writableTmpDirAsHomeHook # hypothesis wants a writable $HOME
   ];
 
