@@ -89,6 +89,46 @@ def test_dotenv_sets_the_port_and_state_as_process_compose_reads_it(
     }
 
 
+@pytest.mark.parametrize("shell", SHELLS)
+def test_sourced_from_a_subdirectory(tmp_path: Path, shell: str) -> None:
+    checkout = envrc_checkout(tmp_path / "c", "PGPORT=6543\n")
+    (checkout / "sub").mkdir()
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed: apt-get install {shell}")
+    argv = [shell, "-f", "-c"] if shell == "zsh" else [shell, "-c"]
+    source = SHELLS[shell].replace("./.envrc", "../.envrc")
+    out = subprocess.run(
+        [*argv, f'{source} && echo "$PGPORT $PGPASSFILE"'],
+        cwd=checkout / "sub",
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+    )
+    assert (out.returncode, out.stdout, out.stderr) == (0, f"6543 {checkout}/.state/pgpass\n", "")
+
+
+def test_outside_a_checkout_sh_says_so(tmp_path: Path) -> None:
+    """sh cannot tell where the file it sources is: from elsewhere, .envrc says so.
+
+    (bash can, and finds the checkout from the file's own path.)
+    """
+    if shutil.which("dash") is None:
+        pytest.skip("dash is not installed: apt-get install dash")
+    checkout = envrc_checkout(tmp_path / "c")
+    out = subprocess.run(
+        ["dash", "-c", f'. {checkout}/.envrc; echo "$? ${{PGPASSFILE-unset}}"'],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+    )
+    assert (out.stdout, out.stderr) == (
+        "1 unset\n",
+        f".envrc: no checkout of rates in {tmp_path} or above it; source .envrc from the"
+        " checkout\n",
+    )
+
+
 def test_exported_values_win(tmp_path: Path) -> None:
     env = {
         "PGHOST": "db.internal",
