@@ -38,7 +38,6 @@ from rates import sample
 if shutil.which("process-compose") is None:
     pytest.skip(PROCESS_COMPOSE_MISSING, allow_module_level=True)
 
-needs_tmux = pytest.mark.skipif(not have_tmux(), reason=TMUX_MISSING)
 # A network namespace of its own, which an unprivileged user may make in a user namespace.
 NAMESPACE = ("unshare", "--user", "--map-current-user", "--net")
 # A second start in the same checkout: process-compose itself finds the control socket
@@ -49,6 +48,10 @@ SOCKET_IN_USE = re.compile(
 )
 
 
+@pytest.mark.skipif(
+    not Path("/proc/net/tcp").exists(),
+    reason="the sockets are read from /proc/net (Linux); elsewhere: lsof -iTCP -sTCP:LISTEN",
+)
 @pytest.mark.parametrize("way", WAYS)
 def test_the_stack_listens_on_loopback_only(make_stack: Callable[[], Stack], way: str) -> None:
     """Every socket of every process of the stack: TCP on 127.0.0.1, the control API a file."""

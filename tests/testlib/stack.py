@@ -127,6 +127,26 @@ def listening(pids: set[int]) -> set[tuple[str, str, int | str, str]]:
     return found
 
 
+def _working_directories() -> list[tuple[int, str]]:
+    """(pid, working directory) of the processes this user may see."""
+    if Path("/proc/self/cwd").exists():
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    found.append((int(entry.name), os.readlink(entry / "cwd")))
+        return found
+    lsof = shutil.which("lsof") or "/usr/sbin/lsof"
+    out = subprocess.run([lsof, "-a", "-d", "cwd", "-F", "pn"], capture_output=True, text=True)
+    found, pid = [], 0
+    for line in out.stdout.splitlines():
+        if line.startswith("p"):
+            pid = int(line[1:])
+        elif line.startswith("n"):
+            found.append((pid, line[1:]))
+    return found
+
+
 def loopback(address: str) -> bool:
     return address == "::1" or address.startswith(("127.", "::ffff:127."))
 
@@ -370,16 +390,14 @@ class Stack:
         """This stack's processes, process-compose's included: those working in its checkout.
 
         Every step runs in the checkout's root, and PostgreSQL in its data directory there.
+        Working directories from /proc (Linux), or else lsof (macOS).
         """
         checkout = str(self.checkout.resolve())
-        found = set()
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    cwd = os.readlink(entry / "cwd")
-                    if cwd == checkout or cwd.startswith(checkout + "/"):
-                        found.add(int(entry.name))
-        return found
+        return {
+            pid
+            for pid, cwd in _working_directories()
+            if cwd == checkout or cwd.startswith(checkout + "/")
+        }
 
     def leftovers(self) -> list[str]:
         """What still runs of this stack: its processes' command lines.
