@@ -126,7 +126,8 @@ def snapshot(stack: Stack) -> dict[str, object]:
 
 @contextlib.contextmanager
 def second(base: Path, **kwargs: object) -> Iterator[Stack]:
-    """A second start's Stack: stopped after, but never swept by its checkout (the first's)."""
+    """A second start's Stack: stopped and removed after, but never swept by its checkout,
+    which may be the first's."""
     stack = Stack(base, **kwargs)  # type: ignore[arg-type]
     try:
         yield stack
@@ -136,8 +137,7 @@ def second(base: Path, **kwargs: object) -> Iterator[Stack]:
             stack.proc.terminate()
             stack.proc.wait(timeout=60)
         stack.close_log()
-        if stack.checkout.parent == base:
-            stack.remove()
+        stack.remove()
 
 
 def second_start(again: Stack, way: str, tui: bool) -> tuple[int, list[str]]:
