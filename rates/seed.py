@@ -109,8 +109,8 @@ def inspect(path: Path, label: str) -> Source:
     missing = [t for t in TABLES if t not in rows]
     if missing:
         raise SeedError(
-            f"{label} has no data for {', '.join(missing)}: "
-            f"it is not a plain-SQL pg_dump of the tables {', '.join(TABLES)}"
+            f"{label} has no data for {', '.join(missing)}; "
+            f"expected a plain-SQL pg_dump of {', '.join(TABLES)}"
         )
     return Source(path, label, digest.hexdigest(), {t: rows[t] for t in TABLES})
 

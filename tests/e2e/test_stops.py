@@ -169,14 +169,14 @@ def test_a_server_that_cannot_bind_stops_the_stack(stack: Stack, name: str, vari
 
 
 def test_a_bad_dump_stops_the_stack_headless(stack: Stack) -> None:
-    bad = stack.base / "bad.sql"
-    bad.write_text("this is not a dump\n")
+    bad = stack.base / "empty.sql"
+    bad.write_text("")
     stack.env["RATES_DUMP"] = str(bad)
     stack.start()
     assert stack.wait() == 1
     reason = (
-        f"rates-seed: {bad} has no data for regions, ports, prices: it is not a plain-SQL"
-        " pg_dump of the tables regions, ports, prices; the database is unchanged"
+        f"rates-seed: {bad} is empty; expected a plain-SQL pg_dump of regions, ports, prices;"
+        " the database is unchanged"
     )
     assert stack.said("about")[-1] == f"rates: stopped: {reason}"
     assert stack.said("seed") == [reason]
@@ -208,14 +208,15 @@ def test_a_setting_the_seed_rejects_stops_the_stack_with_status_2(stack: Stack) 
 
 @needs_tmux
 def test_a_bad_dump_stops_the_stack_with_the_ui(stack: Stack) -> None:
-    bad = stack.base / "empty.sql"
-    bad.write_text("")
+    """The seed's longest line for a bad dump, in at most two rows at 100 columns."""
+    bad = stack.base / "bad.sql"
+    bad.write_text("this is not a dump\n")
     stack.env["RATES_DUMP"] = str(bad)
     terminal = stack.start_tui()
     terminal.wait_for_line(QUIT)
     reason = (
-        f"rates-seed: {bad} is empty; expected a plain-SQL pg_dump of regions, ports, prices;"
-        " the database is unchanged"
+        f"rates-seed: {bad} has no data for regions, ports, prices; expected a plain-SQL"
+        " pg_dump of regions, ports, prices; the database is unchanged"
     )
     shows(terminal, starting(stack), f"rates: stopped: {reason}", QUIT)
     # The stack is stopped while the UI stays open: PostgreSQL too.

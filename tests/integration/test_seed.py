@@ -221,8 +221,8 @@ BAD_DUMPS = {
     "empty": ("", "is empty; expected a plain-SQL pg_dump of regions, ports, prices"),
     "not sql": (
         "this is not SQL\n",
-        "has no data for regions, ports, prices: it is not a "
-        "plain-SQL pg_dump of the tables regions, ports, prices",
+        "has no data for regions, ports, prices; expected a plain-SQL pg_dump of regions,"
+        " ports, prices",
     ),
     "other schema": (
         "CREATE TABLE things (id int);\nCOPY things (id) FROM stdin;\n1\n\\.\n",
