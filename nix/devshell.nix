@@ -7,6 +7,7 @@
 , python3
 , postgresql
 , process-compose
+, util-linux
 , curl
 , ruff
 , shellcheck
@@ -45,7 +46,8 @@ mkShell {
     ]))
     postgresql # initdb, postgres, psql: the tests' servers and the stack's
     process-compose
-    curl # the stack's HTTP probes
+    util-linux # flock: one local stack per state directory (stack/about)
+    curl # the local stack's liveness probe (stack/api-alive)
     ruff
     shellcheck
     yamllint

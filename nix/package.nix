@@ -29,11 +29,9 @@ python3Packages.buildPythonApplication {
     fileset = lib.fileset.unions [
       ../pyproject.toml
       (lib.fileset.maybeMissing ../README.md)
-      # Unit tests read these: .env.example against rates/settings.py, and
-      # the local stack's configuration.
+      # The unit tests hold it and rates/settings.py together. The local
+      # stack's files are not here: editing them rebuilds nothing.
       ../.env.example
-      ../process-compose.yaml
-      ../.envrc
       ../rates
       ../db
       ../tests
@@ -57,7 +55,6 @@ python3Packages.buildPythonApplication {
   nativeCheckInputs = [
     python3Packages.pytestCheckHook
     python3Packages.hypothesis
-    python3Packages.pyyaml # tests/unit/test_stack_config.py reads process-compose.yaml
     writableTmpDirAsHomeHook # hypothesis wants a writable $HOME
   ];
 

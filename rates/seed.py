@@ -109,8 +109,8 @@ def inspect(path: Path, label: str) -> Source:
     missing = [t for t in TABLES if t not in rows]
     if missing:
         raise SeedError(
-            f"{label} has no data for {', '.join(missing)}: "
-            f"it is not a plain-SQL pg_dump of the tables {', '.join(TABLES)}"
+            f"{label} has no data for {', '.join(missing)}; "
+            f"expected a plain-SQL pg_dump of {', '.join(TABLES)}"
         )
     return Source(path, label, digest.hexdigest(), {t: rows[t] for t in TABLES})
 
@@ -269,14 +269,15 @@ def seed(settings: Settings, replace: bool) -> None:
             )
             return
         if (loaded is not None or has_tables) and not replace:
+            # One short line: the local stack shows it in its terminal UI, at 100
+            # columns, as the reason it stopped (stack/about).
             what = (
-                f"{loaded.source} (sha256 {loaded.sha256[:12]}, loaded {loaded.loaded_at})"
+                f"{loaded.source} (sha256 {loaded.sha256[:12]})"
                 if loaded
                 else "tables ports, regions and prices that rates-seed did not load"
             )
             raise Refused(
-                f"the database already holds {what}; {source.label} (sha256 "
-                f"{source.sha256[:12]}) would replace it: run `rates-seed --replace` to do so"
+                f"the database holds {what}; to load {source.label} instead: rates-seed --replace"
             )
         started = time.monotonic()
         log(f"loading {source.label} (sha256 {source.sha256[:12]})")

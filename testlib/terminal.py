@@ -20,6 +20,26 @@ from testlib.serve import wait_until
 FRAME = "│┌┐└┘├┤┬┴┼─║═╔╗╚╝ "
 
 
+def rows_taken(rows: list[str], lines: list[str]) -> list[int]:
+    """How many of `rows` each of `lines` takes, in order from the first row.
+
+    process-compose's log pane wraps a long line at word boundaries; `rows` are
+    as `Terminal.text` gives them, so the spaces at a wrap are compared loosely.
+    Raises AssertionError when the rows do not show these lines.
+    """
+    taken, at = [], 0
+    for line in lines:
+        want, got, n = line.replace(" ", ""), "", 0
+        while at + n < len(rows) and want.startswith(got) and got != want:
+            got += rows[at + n].replace(" ", "")
+            n += 1
+        if got != want:
+            raise AssertionError(f"{line!r} is not shown from row {at}:\n" + "\n".join(rows))
+        taken.append(n)
+        at += n
+    return taken
+
+
 def have_tmux() -> bool:
     return shutil.which("tmux") is not None
 
@@ -72,6 +92,11 @@ class Terminal:
         lines = (line.strip(FRAME) for line in self.screen())
         return [line for line in lines if line]
 
+    def log(self, name: str) -> list[str]:
+        """The rows of the log pane of process `name`, below its title."""
+        text = self.text()
+        return text[text.index(name) + 1 :]
+
     def row(self, name: str) -> list[str]:
         """The words of the process table's row for process `name`."""
         for line in self.text():
@@ -91,6 +116,15 @@ class Terminal:
         return wait_until(
             shown,
             f"the line {line!r} on the screen",
+            timeout=timeout,
+            interval=0.1,
+        )
+
+    def wait_for_text(self, text: str, timeout: float = 120) -> None:
+        """Wait until `text` is on the screen, within a line (a dialog over other text)."""
+        wait_until(
+            lambda: any(text in line for line in self.screen()),
+            f"{text!r} on the screen",
             timeout=timeout,
             interval=0.1,
         )

@@ -1,14 +1,15 @@
 # One pytest level (tests/<level>) in the build sandbox, against the built
 # package: `integration` (throwaway PostgreSQL servers from initdb/pg_ctl)
-# and `e2e` (the local stack, process-compose.yaml, with the flake's own
-# PostgreSQL, process-compose and rates). Loopback only. The reference dump
-# is not in the sandbox: the contract cases on it skip, saying so, and the
-# tests check the sample data against its known answers.
+# and `e2e` (the local stack, process-compose.yaml and stack/, with the
+# flake's own PostgreSQL, process-compose and rates). Loopback only. The
+# reference dump is not in the sandbox: the contract cases on it skip, saying
+# so, and the tests check the sample data against its known answers.
 { lib
 , runCommand
 , python3
 , postgresql
 , process-compose
+, util-linux
 , curl
 , procps
 , tmux
@@ -20,7 +21,15 @@ let
     root = ../..;
     fileset = lib.fileset.unions [
       ../../pyproject.toml
+      # The local stack as a checkout holds it: the e2e tests start it in
+      # checkouts of their own (testlib/stack.py) and run nix/dev.sh,
+      # what `nix run .#dev` runs; docker-compose.yaml shows that a bare
+      # `process-compose up` leaves it alone.
       ../../process-compose.yaml
+      ../../.pc_env
+      ../../stack
+      ../../nix/dev.sh
+      ../../docker-compose.yaml
       ../../.envrc
       ../../tests
       ../../testlib
@@ -32,7 +41,8 @@ let
     integration = [ ];
     e2e = [
       process-compose
-      curl # the stack's probes
+      util-linux # flock (stack/about)
+      curl # the API's liveness probe (stack/api-alive)
       tmux # the stack's terminal UI, as a user sees it
     ];
   }.${level};

@@ -3,10 +3,10 @@ stopped after the test, checked for leftovers and, when the test failed, shown."
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,17 +15,18 @@ from testlib.stack import Stack
 
 
 @pytest.fixture
-def make_stack(failed: Callable[[], bool]) -> Iterator[Callable[[], Stack]]:
+def make_stack(failed: Callable[[], bool]) -> Iterator[Callable[..., Stack]]:
     """Stacks of the test's own; each stopped, checked for leftovers and, on failure, shown.
 
     They load the reference dump when there is one (RATES_DUMP in `stack.env`).
     """
     stacks: list[Stack] = []
 
-    def make() -> Stack:
-        # A short base directory: PostgreSQL and process-compose put sockets there.
+    def make(**kwargs: Any) -> Stack:
+        # A short base directory: process-compose and tmux put sockets there.
         base = Path(tempfile.mkdtemp(prefix="rates-e2e-"))
-        stacks.append(Stack(base, REFERENCE_DUMP if REFERENCE_DUMP.is_file() else None))
+        dump = REFERENCE_DUMP if REFERENCE_DUMP.is_file() else None
+        stacks.append(Stack(base, dump, **kwargs))
         return stacks[-1]
 
     yield make
@@ -34,9 +35,9 @@ def make_stack(failed: Callable[[], bool]) -> Iterator[Callable[[], Stack]]:
         if failed():
             print(s.diagnostics())
         else:
-            shutil.rmtree(s.base, ignore_errors=True)
+            s.remove()
 
 
 @pytest.fixture
-def stack(make_stack: Callable[[], Stack]) -> Stack:
+def stack(make_stack: Callable[..., Stack]) -> Stack:
     return make_stack()

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import pytest
 
 from testlib.data import CONTRACT, REFERENCE_DUMP
+from testlib.figures import figures
 from testlib.sample import JANUARY
 from testlib.serve import Load, check_contract, get, outage_figures, wait_until
 from testlib.stack import PROCESS_COMPOSE_MISSING, Stack, port_closed
@@ -102,19 +103,23 @@ def test_stack_lifecycle(stack: Stack) -> None:
     refused = Counter(r["status"] for r in gap if r["status"] != 200)
     assert set(refused) <= {"ConnectionRefusedError", "ConnectionResetError", "RemoteDisconnected"}
     # The load's clients retry at once, so a refused connection counts many times.
-    print(
-        f"\n[figures] api SIGKILL under load: ready again after {ready - killed:.2f} s;"
-        f" {len(records)} requests, of which {sum(refused.values())} were refused or cut off"
-        f" while no server listened ({dict(refused)}), 0 failed after it was ready"
+    figures(
+        "api SIGKILL under load",
+        ready_again_s=round(ready - killed, 2),
+        requests=len(records),
+        refused_or_cut_off_while_no_server_listened=sum(refused.values()),
+        failed_after_ready=0,
     )
 
     # No secret in the processes' output.
     password = (stack.state / "pgpass").read_text().strip().rsplit(":", 1)[1]
     assert password not in stack.output()
 
-    # A clean stop leaves nothing behind; the data stays.
+    # A clean stop leaves nothing behind; the data stays. The API stops before
+    # PostgreSQL, and `about`, which holds the state directory's lock, last.
     assert stack.down() == 0
     assert stack.leftovers() == []
+    assert stack.exited()[-3:] == ["api", "postgres", "about"]
     assert port_closed(stack.pg_port) and port_closed(stack.api_port)
 
     # A second start loads nothing again, and serves the same answers.
@@ -149,17 +154,13 @@ def test_postgres_outage_under_load(stack: Stack) -> None:
     assert get(stack.url + JANUARY) == answer
     api_after = stack.processes()["api"]
     assert (api_after["pid"], api_after["restarts"]) == (api_before["pid"], 0)
-    figures = outage_figures(records, stopping, down, up)
-    print(
-        "\n[figures] postgres stopped 10 s on the stack: "
-        + ", ".join(f"{k}={v}" for k, v in figures.items())
-    )
+    figures("postgres stopped 10 s on the stack", **outage_figures(records, stopping, down, up))
     assert stack.down() == 0
     assert stack.leftovers() == []
 
 
 def test_two_stacks_side_by_side(make_stack: Callable[[], Stack]) -> None:
-    """Two checkouts' stacks at once: their own ports, data and control sockets."""
+    """Two checkouts' stacks at once: their own state directories, ports and control sockets."""
     first, second = make_stack(), make_stack()
     first.up()
     second.up()

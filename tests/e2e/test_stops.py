@@ -3,15 +3,17 @@
 process-compose's terminal UI shows one process's log, and closes with everything
 in it once no process runs. The stack keeps it open on the reason instead: every
 step reports what stops the stack to `about`, first in the list and so the one
-the UI shows (process-compose.yaml). Each case runs as a user meets it: with the
-UI, in a terminal (tmux) whose screen is read, and headless (--tui=false), as
-scripts and the other tests start it. Same recipe as test_stack.py.
+the UI shows, which waits at a terminal until the user quits (stack/about). Each
+case runs as a user meets it: with the UI, in a terminal of 100 columns (tmux)
+whose screen is read, and headless with no terminal, as scripts and CI start it,
+where process-compose exits at once. Same recipe as test_stack.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import shutil
 import socket
 import time
@@ -20,10 +22,11 @@ from collections.abc import Iterator
 import pytest
 
 from rates import sample
+from testlib.figures import figures
 from testlib.sample import JANUARY, JANUARY_BODY
 from testlib.serve import get, wait_until
 from testlib.stack import PROCESS_COMPOSE_MISSING, Stack, port_closed
-from testlib.terminal import TMUX_MISSING, have_tmux
+from testlib.terminal import TMUX_MISSING, Terminal, have_tmux, rows_taken
 
 if shutil.which("process-compose") is None:
     pytest.skip(PROCESS_COMPOSE_MISSING, allow_module_level=True)
@@ -31,7 +34,7 @@ if shutil.which("process-compose") is None:
 needs_tmux = pytest.mark.skipif(not have_tmux(), reason=TMUX_MISSING)
 
 STEPS = ("postgres-init", "postgres", "seed", "api")
-QUIT = "rates: F10 or Ctrl-C quits (exit status 1)"
+QUIT = "rates: Ctrl-C quits (exit status 1)"
 
 
 @contextlib.contextmanager
@@ -61,24 +64,19 @@ def port_of(stack: Stack, variable: str) -> int:
 
 
 def in_use(port: int, variable: str) -> str:
-    return (
-        f"port {port} on 127.0.0.1 is in use; set {variable} to a free port"
-        " (in the environment or .env)"
-    )
+    return f"port {port} on 127.0.0.1 is in use; set {variable} to a free port in .env"
 
 
 def starting(stack: Stack) -> str:
     return (
         f"rates: starting: PostgreSQL on 127.0.0.1:{stack.pg_port} (PGPORT), the API on"
-        f" http://127.0.0.1:{stack.api_port} (RATES_PORT), data in {stack.state}"
+        f" http://127.0.0.1:{stack.api_port} (RATES_PORT), data in .state"
     )
 
 
-def wait_for_exit(stack: Stack, timeout: float = 120) -> int:
-    assert stack.proc is not None
-    code = stack.proc.wait(timeout=timeout)
-    stack.close_log()
-    return code
+def shows(terminal: Terminal, *lines: str) -> None:
+    """`about`'s log pane begins with these lines, each in at most two rows (100 columns)."""
+    assert max(rows_taken(terminal.log("about"), list(lines))) <= 2, "\n".join(terminal.screen())
 
 
 @pytest.mark.parametrize("variable", ["PGPORT", "RATES_PORT"])
@@ -87,7 +85,7 @@ def test_a_port_taken_stops_the_stack_headless(stack: Stack, variable: str) -> N
     with taken(port):
         started = time.monotonic()
         stack.start()
-        code = wait_for_exit(stack)
+        code = stack.wait()
         took = time.monotonic() - started
     assert code == 1
     assert stack.said("about") == [f"rates: stopped: {in_use(port, variable)}"]
@@ -95,7 +93,7 @@ def test_a_port_taken_stops_the_stack_headless(stack: Stack, variable: str) -> N
     assert [stack.said(step) for step in STEPS] == [[], [], [], []]
     assert stack.leftovers() == []
     assert port_closed(stack.pg_port) and port_closed(stack.api_port)
-    print(f"\n[figures] {variable} taken, headless: process-compose exited 1 after {took:.2f} s")
+    figures(f"{variable} taken, headless", exit_status=code, seconds=round(took, 2))
 
 
 @needs_tmux
@@ -106,15 +104,33 @@ def test_a_port_taken_stops_the_stack_with_the_ui(stack: Stack, variable: str) -
     with taken(port):
         started = time.monotonic()
         terminal = stack.start_tui()
-        text = terminal.wait_for_line(QUIT)
+        terminal.wait_for_line(QUIT)
         took = time.monotonic() - started
-        # The UI stays open, on `about`'s log (its pane's title), which says why.
-        assert text[text.index("about") :][:3] == ["about", reason, QUIT]
+        # The UI stays open, on `about`'s log, which says why.
+        shows(terminal, reason, QUIT)
         assert [terminal.row(step)[4] for step in STEPS] == ["Pending"] * 4
         assert stack.quit_tui() == 1
     assert stack.leftovers() == []
     assert port_closed(stack.pg_port) and port_closed(stack.api_port)
-    print(f"\n[figures] {variable} taken, with the UI: the reason on the screen after {took:.2f} s")
+    figures(f"{variable} taken, with the UI", reason_on_screen_after_s=round(took, 2))
+
+
+@needs_tmux
+def test_headless_at_a_terminal_it_waits_with_the_reason(stack: Stack) -> None:
+    """--tui=false typed at a terminal: the reason, then Ctrl-C quits with its status."""
+    with taken(stack.pg_port):
+        terminal = stack.start_tui(tui=False)
+        # Headless, process-compose prints each line after the process's name.
+        terminal.wait_for_line(f"[about\t] {QUIT}".expandtabs())
+        text = terminal.text()
+        assert text[-2:] == [
+            f"[about\t] rates: stopped: {in_use(stack.pg_port, 'PGPORT')}".expandtabs(),
+            f"[about\t] {QUIT}".expandtabs(),
+        ]
+        terminal.keys("C-c")
+        assert terminal.exit_status() == 1
+    stack.close_terminal()
+    assert stack.leftovers() == []
 
 
 @pytest.mark.parametrize(("name", "variable"), [("postgres", "PGPORT"), ("api", "RATES_PORT")])
@@ -128,7 +144,7 @@ def test_a_server_restarted_into_a_taken_port_stops_the_stack(
     wait_until(lambda: port_closed(port), f"{name} to release port {port}", timeout=60)
     with taken(port):
         stack.pc("process", "start", name)
-        code = wait_for_exit(stack)
+        code = stack.wait()
     assert code == 1
     assert stack.said("about")[-1] == f"rates: stopped: {in_use(port, variable)}"
     assert stack.said(name)[-1] == f"{name}: {in_use(port, variable)}"
@@ -142,26 +158,49 @@ def test_a_server_that_cannot_bind_stops_the_stack(stack: Stack, name: str, vari
     with bound(port):
         started = time.monotonic()
         stack.start()
-        code = wait_for_exit(stack)
+        code = stack.wait()
         took = time.monotonic() - started
     assert code == 1
     assert stack.said("about")[-1] == f"rates: stopped: {in_use(port, variable)}"
     assert stack.said(name)[-1] == f"{name}: {in_use(port, variable)}"
     assert stack.pc_log_path.read_text().count(f"Restarting {name} in ") == 1
     assert stack.leftovers() == []
-    print(f"\n[figures] {variable} bound, no listener: process-compose exited 1 after {took:.2f} s")
+    figures(f"{variable} bound, no listener", exit_status=code, seconds=round(took, 2))
 
 
 def test_a_bad_dump_stops_the_stack_headless(stack: Stack) -> None:
-    bad = stack.base / "bad.sql"
-    bad.write_text("this is not a dump\n")
+    bad = stack.base / "empty.sql"
+    bad.write_text("")
     stack.env["RATES_DUMP"] = str(bad)
     stack.start()
-    assert wait_for_exit(stack) == 1
+    assert stack.wait() == 1
     reason = (
-        f"rates-seed: {bad} has no data for regions, ports, prices: it is not a plain-SQL"
-        " pg_dump of the tables regions, ports, prices; the database is unchanged"
+        f"rates-seed: {bad} is empty; expected a plain-SQL pg_dump of regions, ports, prices;"
+        " the database is unchanged"
     )
+    assert stack.said("about")[-1] == f"rates: stopped: {reason}"
+    assert stack.said("seed") == [reason]
+    assert stack.leftovers() == []
+
+
+def test_a_port_that_is_no_port_is_bad_configuration(stack: Stack) -> None:
+    """Refused before anything starts, with status 2."""
+    (stack.checkout / ".env").write_text(f"PGPORT=54321x\nRATES_PORT={stack.api_port}\n")
+    stack.start()
+    assert stack.wait() == 2
+    assert stack.said("about") == [
+        "rates: stopped: PGPORT is '54321x' in .env; expected a port number from 1 to 65535"
+    ]
+    assert not stack.state.exists()
+    assert stack.leftovers() == []
+
+
+def test_a_setting_the_seed_rejects_stops_the_stack_with_status_2(stack: Stack) -> None:
+    """Bad configuration: process-compose exits 2, the seed's own status."""
+    stack.env["RATES_SEED_WAIT"] = "soon"
+    stack.start()
+    assert stack.wait() == 2
+    reason = "rates-seed: RATES_SEED_WAIT: expected seconds, an integer from 0 to 3600, got 'soon'"
     assert stack.said("about")[-1] == f"rates: stopped: {reason}"
     assert stack.said("seed") == [reason]
     assert stack.leftovers() == []
@@ -169,21 +208,17 @@ def test_a_bad_dump_stops_the_stack_headless(stack: Stack) -> None:
 
 @needs_tmux
 def test_a_bad_dump_stops_the_stack_with_the_ui(stack: Stack) -> None:
-    bad = stack.base / "empty.sql"
-    bad.write_text("")
+    """The seed's longest line for a bad dump, in at most two rows at 100 columns."""
+    bad = stack.base / "bad.sql"
+    bad.write_text("this is not a dump\n")
     stack.env["RATES_DUMP"] = str(bad)
     terminal = stack.start_tui()
-    text = terminal.wait_for_line(QUIT)
+    terminal.wait_for_line(QUIT)
     reason = (
-        f"rates-seed: {bad} is empty; expected a plain-SQL pg_dump of regions, ports, prices;"
-        " the database is unchanged"
+        f"rates-seed: {bad} has no data for regions, ports, prices; expected a plain-SQL"
+        " pg_dump of regions, ports, prices; the database is unchanged"
     )
-    assert text[text.index("about") :][:4] == [
-        "about",
-        starting(stack),
-        f"rates: stopped: {reason}",
-        QUIT,
-    ]
+    shows(terminal, starting(stack), f"rates: stopped: {reason}", QUIT)
     # The stack is stopped while the UI stays open: PostgreSQL too.
     assert port_closed(stack.pg_port)
     wait_until(
@@ -244,7 +279,39 @@ def test_started_again_without_rates_dump_it_keeps_the_dump_with_the_ui(stack: S
     assert get(stack.url + JANUARY) == answer
     # The seed's log, as a user opens it: its row is the last; the first is selected.
     terminal.keys("Down", "Down", "Down", "Down")
-    text = terminal.wait_for_line(kept(dump, sha), timeout=30)
-    assert text[text.index("seed") + 1] == kept(dump, sha)
+    wait_until(
+        lambda: "seed" in terminal.text() and terminal.log("seed")[0].startswith("rates-seed:"),
+        "the seed's log on the screen",
+        timeout=30,
+    )
+    assert rows_taken(terminal.log("seed"), [kept(dump, sha)])[0] <= 2
     assert stack.quit_tui() == 0
     assert stack.leftovers() == []
+
+
+@needs_tmux
+def test_another_dump_is_refused_in_one_line_that_fits(stack: Stack) -> None:
+    """A different RATES_DUMP over loaded data: the seed refuses, in two rows at 100 columns."""
+    dump, _ = _own_dump(stack)
+    stack.env.pop("RATES_DUMP", None)
+    stack.up()  # the sample data
+    assert stack.down() == 0
+    stack.env["RATES_DUMP"] = dump
+    terminal = stack.start_tui()
+    quit_refused = "rates: Ctrl-C quits (exit status 3)"
+    terminal.wait_for_line(quit_refused)
+    refusal = (
+        "rates-seed: refused: the database holds the sample data (57000 prices) (sha256"
+        f" {sample_sha()}); to load {dump} instead: rates-seed --replace"
+    )
+    assert stack.state.joinpath("seed.log").read_text().splitlines() == [refusal]
+    shows(terminal, starting(stack), f"rates: stopped: {refusal}", quit_refused)
+    assert stack.quit_tui() == 3
+    assert stack.leftovers() == []
+
+
+def sample_sha() -> str:
+    """The sample dump's sha256, first 12 digits, as rates-seed records it."""
+    out = io.StringIO()
+    sample.write_dump(out)
+    return hashlib.sha256(out.getvalue().encode()).hexdigest()[:12]

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,8 +72,25 @@ def test_mypy() -> None:
 
 def test_shellcheck() -> None:
     scripts = shell_scripts()
-    assert ".ci/run" in scripts and ".envrc" in scripts
+    # Every step of the local stack, what they share, and the ways to start it.
+    stack = set(tracked("stack/*"))
+    assert stack >= {"stack/about", "stack/lib.sh", "stack/env.sh"}
+    assert {".ci/run", ".envrc", "nix/dev.sh", *stack} <= set(scripts)
+    # .shellcheckrc: it follows what they source (stack/lib.sh, stack/env.sh).
     run("shellcheck", *scripts, install="apt-get install shellcheck")
+
+
+def test_the_local_stack_is_wiring() -> None:
+    """process-compose.yaml names programs, order and probes; its logic lives in stack/."""
+    config = yaml.safe_load((ROOT / "process-compose.yaml").read_text())
+    commands = {}
+    for name, process in config["processes"].items():
+        commands[name] = process["command"]
+        for probe in ("readiness_probe", "liveness_probe"):
+            if probe in process:
+                commands[f"{name} {probe}"] = process[probe]["exec"]["command"]
+    long = {name: c for name, c in commands.items() if len(c.strip().splitlines()) > 5}
+    assert long == {}
 
 
 def test_yamllint() -> None:
