@@ -2,10 +2,10 @@
 
 A test calls `figures("what was measured", requests=15765, failed=0, ...)`. The line is
 printed (`pytest -s` shows it), and recorded with the test that printed it and the first
-line of its docstring, the promise it checks. When RATES_FIGURES_FILE names a file, the
-records of the tests that passed are appended there as JSON lines at the end of the
-session, so that several runs (the unprivileged levels, then the root levels) add to one
-file; `python -m testlib.reliability FILE` writes docs/reliability.md from it.
+line of its docstring, the promise it checks. When RATES_FIGURES_FILE names a file, every
+test that passed is appended there, with its promise and figures, as JSON lines at the
+end of the session, so that several runs (the unprivileged levels, then the root levels)
+add to one file; `python -m testlib.reliability FILE` writes docs/reliability.md from it.
 """
 
 from __future__ import annotations
@@ -25,29 +25,33 @@ class Figures:
 
 
 _current_test = ""
-_current_promise = ""
+_promises: dict[str, str] = {}  # node id -> the first line of its docstring
 _recorded: list[Figures] = []
 
 
 def figures(name: str, **values: object) -> None:
     """Print and record what this test measured."""
     print(f"\n[figures] {name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
-    _recorded.append(Figures(_current_test, _current_promise, name, values))
+    _recorded.append(Figures(_current_test, _promises[_current_test], name, values))
 
 
 def start_test(nodeid: str, doc: str | None) -> None:
     """conftest.py calls this as each test starts, so that figures know their test."""
-    global _current_test, _current_promise  # one test runs at a time
+    global _current_test  # one test runs at a time
     _current_test = nodeid
-    _current_promise = (doc or "").strip().split("\n")[0]
+    _promises[nodeid] = (doc or "").strip().split("\n")[0]
 
 
 def write(passed: set[str]) -> None:
-    """Append the figures of the tests that passed to RATES_FIGURES_FILE, if it is set."""
+    """Append to RATES_FIGURES_FILE, if it is set, every test that passed: its figures, or
+    one record without any (its promise still counts)."""
     target = os.environ.get("RATES_FIGURES_FILE")
     if not target:
         return
+    measured = {record.test for record in _recorded}
+    records = [r for r in _recorded if r.test in passed] + [
+        Figures(test, _promises.get(test, ""), "", {}) for test in sorted(passed - measured)
+    ]
     with Path(target).open("a") as out:
-        for record in _recorded:
-            if record.test in passed:
-                out.write(json.dumps(asdict(record), default=str) + "\n")
+        for record in records:
+            out.write(json.dumps(asdict(record), default=str) + "\n")
