@@ -427,10 +427,15 @@ def build_rates_image(tag: str, work: Path, env: dict[str, str]) -> dict[str, An
                 _put(rootfs, Path(f.locate()), str(site.relative_to(rootfs) / f))
     _install_rates(site)
     # Its metadata too, so that the service reports its version (/healthz's
-    # Rates-Build) as the Nix package does.
-    for f in importlib.metadata.distribution("rates").files or []:
-        if f.parts[0].endswith(".dist-info") and f.name == "METADATA":
-            _put(rootfs, Path(f.locate()), str(site.relative_to(rootfs) / f))
+    # Rates-Build) as the Nix package does. Written out rather than copied: the
+    # distribution found may be the checkout's rates.egg-info (the root is on
+    # sys.path), whose metadata file is PKG-INFO.
+    dist = importlib.metadata.distribution("rates")
+    metadata = dist.read_text("METADATA") or dist.read_text("PKG-INFO")
+    assert metadata, f"no metadata in {dist}"
+    info = site / f"rates-{dist.version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(metadata)
     # psql, which rates-seed runs: on PATH through the wrappers, as in the Nix package.
     _put(rootfs, pg_bin / "psql", str(pg_bin / "psql"))
     # /bin holds the package's console scripts only (buildLayeredImage links
