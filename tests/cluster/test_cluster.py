@@ -338,14 +338,17 @@ def test_access_control(cluster: Cluster) -> None:
 
 
 def test_api_host_killed_under_load(cluster: Cluster) -> None:
-    """SIGKILL on every process of an API host: no request fails through the load balancer."""
+    """SIGKILL on every process of an API host: through the load balancer, no request fails
+    but an answer the host was writing at that instant, which arrives cut short."""
     cluster.wait_servers(all_up(cluster))
     path, _ = probe(cluster)
     before = backend_counters(cluster)
     load = ClientLoad(cluster, [cluster.url("lb", path)])
     try:
         time.sleep(2)  # the scenario: traffic flows before the kill
+        kill_started = time.time()
         killed = cluster["api1"].kill_all(signal.SIGKILL)
+        kill_ended = time.time()
         left = cluster.wait_servers({"api1": "DOWN"})
         time.sleep(2)  # the scenario: api2 alone serves for a while
         # What systemd's Restart= does: start it again.
@@ -358,11 +361,17 @@ def test_api_host_killed_under_load(cluster: Cluster) -> None:
         records = load.stop()
     after = backend_counters(cluster)
     assert len(killed) == 1 + deployed_settings(cluster).workers, killed  # master and workers
-    assert failures(records) == Counter(), failures(records)
+    # An answer whose headers HAProxy had passed on when the host died cannot be
+    # retried: it arrives cut short. Only one in flight at the kill may be.
+    cut_short = [r for r in records if r["status"] == "IncompleteRead"]
+    for r in cut_short:
+        assert r["start"] <= kill_ended and r["start"] + r["latency"] >= kill_started, r
+    assert failures([r for r in records if r not in cut_short]) == Counter()
     figures(
         "API host SIGKILLed under load",
         requests=len(records),
-        failed=0,
+        other_failures=0,
+        cut_short_in_flight_at_the_kill=len(cut_short),
         out_of_rotation_after_s=round(left, 2),
         back_in_rotation_after_restart_s=round(back, 2),
         slowest_ms=round(max(r["latency"] for r in records) * 1000, 1),
