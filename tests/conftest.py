@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -34,9 +35,28 @@ hypothesis_settings.register_profile("explore", database=None)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
-def pytest_report_header() -> list[str]:
+# The levels that need root (network namespaces, rootful podman, a cluster):
+# pyproject.toml's tool.rates.root-levels, which .ci/run reads too.
+ROOT_LEVELS: list[str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["rates"][
+    "root-levels"
+]
+UNPRIVILEGED = f"not ({' or '.join(ROOT_LEVELS)})"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A bare `pytest` runs every level but the root ones; `-m` or a path chooses otherwise."""
+    if not config.option.markexpr and config.args_source != pytest.Config.ArgsSource.ARGS:
+        config.option.markexpr = UNPRIVILEGED
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
     """The versions of the outside programs the tests run, for the CI log."""
     lines = []
+    if config.option.markexpr == UNPRIVILEGED:
+        lines.append(
+            f"left out, as they need root: {', '.join(ROOT_LEVELS)}"
+            ' (sudo env "PATH=$PATH:/usr/sbin:/sbin" .venv/bin/pytest -m LEVEL; docs/testing.md)'
+        )
     for name, argv in (
         ("postgres", ["postgres", "--version"]),
         ("process-compose", ["process-compose", "version", "--short"]),

@@ -229,6 +229,9 @@ def test_control_api_on_tcp_beyond_loopback_is_refused(make_stack: Callable[...,
         capture_output=True,
         text=True,
         timeout=60,
+        # Without a controlling terminal, as a script or CI runs it: at one (pytest
+        # typed in a terminal), `about` would wait for Ctrl-C with the reason.
+        start_new_session=True,
     )
     took = time.monotonic() - started
     lines = re.sub(r"\x1b\][^\x07]*\x07", "", out.stdout).splitlines()
