@@ -619,8 +619,9 @@ def watch(cluster: Cluster, name: str, seconds: float) -> dict[str, Any]:
 
 def test_api_host_frozen_under_load(cluster: Cluster) -> None:
     """Every process of an API host stopped (SIGSTOP) for 15 s: the kernel still accepts
-    its connections, nothing answers. No request fails; each one sent to it costs at most
-    HAProxy's `timeout server` (1 s) more, until the checks take it out of rotation."""
+    its connections, nothing answers. No request fails but an answer the host was writing
+    at that instant, which arrives cut short; each one sent to it costs at most HAProxy's
+    `timeout server` (1 s) more, until the checks take it out of rotation."""
     cluster.wait_servers(all_up(cluster))
     path, _ = probe(cluster)
     before = backend_counters(cluster)
@@ -631,6 +632,7 @@ def test_api_host_frozen_under_load(cluster: Cluster) -> None:
         time.sleep(2)  # the scenario: traffic flows before the freeze
         frozen = time.time()
         stopped = host.kill_all(signal.SIGSTOP)
+        frozen_by = time.time()
         seen = watch(cluster, "api1", 15)  # the scenario: frozen 15 s
         host.kill_all(signal.SIGCONT)
         resumed = time.time()
@@ -642,13 +644,20 @@ def test_api_host_frozen_under_load(cluster: Cluster) -> None:
         records = load.stop()
     after = backend_counters(cluster)
     assert len(stopped) == 1 + deployed_settings(cluster).workers, stopped
-    assert failures(records) == Counter(), failures(records)
+    # An answer whose headers HAProxy had passed on when the host froze cannot be
+    # retried: it arrives cut short, at `timeout server`. Only one in flight at the
+    # freeze may be (gunicorn writes the headers and the body in two calls).
+    cut_short = [r for r in records if r["status"] == "IncompleteRead"]
+    for r in cut_short:
+        assert r["start"] <= frozen_by and r["start"] + r["latency"] >= frozen, r
+    assert failures([r for r in records if r not in cut_short]) == Counter()
     assert seen["first_left"] is not None, "api1 never left rotation while frozen"
     frozen_window = [r for r in records if frozen <= r["start"] < resumed]
     figures(
         "API host frozen (SIGSTOP) 15 s under load",
         requests=len(records),
-        failed=0,
+        other_failures=0,
+        cut_short_in_flight_at_the_freeze=len(cut_short),
         out_of_rotation_after_s=round(seen["first_left"], 2),
         times_out_of_rotation=seen["left"],
         back_in_rotation_after_resume_s=round(back, 2),
