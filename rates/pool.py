@@ -113,9 +113,10 @@ class Database:
         # Bounds the connections open at once, idle or busy.
         self._slots = threading.BoundedSemaphore(settings.pool_size)
 
-    def _take(self, deadline: float) -> _Connection:
+    def _take(self, deadline: float, fresh: bool = False) -> _Connection:
+        """An idle connection, or (none idle, or `fresh`) a new one by `deadline`."""
         with self._lock:
-            if self._idle:
+            if self._idle and not fresh:
                 return self._idle.pop()
         try:
             conn: _Connection = psycopg2.connect(
@@ -169,10 +170,12 @@ class Database:
                 f"all {self._settings.pool_size} database connections of this worker were busy "
                 f"for {self._settings.connect_timeout:g} s",
             )
+        broke = False
         try:
             for attempt in (1, 2):
-                # A retry connects within what is left of the whole deadline.
-                conn = self._take(connect_by if attempt == 1 else deadline)
+                # A retry connects within what is left of the whole deadline; after a
+                # broken connection, to a new one: the idle ones went with the same server.
+                conn = self._take(connect_by if attempt == 1 else deadline, fresh=broke)
                 try:
                     with conn.cursor() as cur:
                         if isinstance(sql, Statement):
@@ -221,6 +224,7 @@ class Database:
                     # The connection broke (server restarted, network cut): drop it
                     # and try once more on a new one.
                     self._give(conn, broken=True)
+                    broke = True
                     if attempt == 2:
                         raise DatabaseUnavailable(
                             UNAVAILABLE, f"database error: {_first_line(exc)}"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
+from rates import settings
+from rates.pool import Database
 from testlib.data import seeded
 from testlib.postgres import Cluster
 from testlib.sample import JANUARY
@@ -32,3 +35,32 @@ def test_readyz_and_rates_recover_after_postgres_restart(own_pg: Cluster, start_
     assert time.monotonic() - back < 5
     assert get(server.url + JANUARY) == answer
     assert server.proc.pid == pid and server.proc.poll() is None
+
+
+def test_a_query_after_a_restart_answers_though_every_pooled_connection_died(
+    own_pg: Cluster,
+) -> None:
+    """The retry after a broken connection connects anew: with two idle connections from
+    before a restart, the next query must not meet the second dead one too."""
+    db = Database(settings.load({**own_pg.env(), "RATES_POOL_SIZE": "2"}))
+    try:
+        # Two queries at once leave two idle connections to the server about to restart.
+        barrier = threading.Barrier(2)
+
+        def hold() -> None:
+            barrier.wait()
+            db.query("SELECT pg_sleep(0.2)")
+
+        threads = [threading.Thread(target=hold) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert db.query(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = %s", ["client backend"]
+        ) == [(2,)]
+        own_pg.stop()
+        own_pg.start()
+        assert db.query("SELECT 1") == [(1,)]
+    finally:
+        db.close()
