@@ -528,7 +528,8 @@ def test_deploy_stops_at_a_host_that_does_not_become_ready(cluster: Cluster) -> 
         result.stderr
     )
     assert cluster.switched()[switched:] == ["db not a label", f"{first} not a label"]
-    assert cluster.servers()[second] == "UP"
+    # In rotation: "UP", or "UP 1/3" after one slow check under load.
+    assert cluster.servers()[second].split()[0] == "UP"
     assert build(cluster, second) == running[second]
     assert failures(records) == Counter(), failures(records)
 
