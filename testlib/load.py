@@ -1,6 +1,7 @@
 """A load generator in a second process, recording every request it makes.
 
     python load.py URL [URL ...] --out FILE [--concurrency 8] [--max-seconds 120]
+                   [--started FILE]
 
 Each of `concurrency` threads sends GET requests in a loop, cycling through
 the URLs, each on a new connection (so that a server reload never meets a
@@ -9,7 +10,9 @@ SIGTERM or SIGINT, or `max-seconds` as a safety bound. On the way out it
 writes one JSON line per request: start (time.time(), to line up with the
 test's own events), latency (seconds), status (an HTTP status, or the
 error's name), type (the Content-Type) and, for anything but a 200, body (the
-first 300 characters of the answer, or the error's message).
+first 300 characters of the answer, or the error's message). With --started, it
+creates that file once its first request is answered, so that a caller can wait
+until the load really flows.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--max-seconds", type=float, default=120)
     parser.add_argument("--timeout", type=float, default=30)
+    parser.add_argument("--started")
     args = parser.parse_args()
 
     stop = threading.Event()
@@ -66,6 +70,8 @@ def main() -> None:
                 status = type(exc).__name__
                 body = str(exc)[:300]
             mine.append((wall, time.monotonic() - t0, status, kind, body))
+            if args.started and len(mine) == 1:
+                open(args.started, "a").close()
         with lock:
             records.extend(mine)
 

@@ -95,7 +95,9 @@ class Server:
 
 
 class Load:
-    """testlib/load.py in a second process, until stop()."""
+    """testlib/load.py in a second process, until stop(). The constructor returns once
+    its first request is answered: on a busy machine starting it takes a while, and a
+    scenario's "traffic flows" must not start before that."""
 
     def __init__(
         self,
@@ -110,6 +112,8 @@ class Load:
         from pathlib import Path
 
         self.out = Path(out)
+        started = self.out.with_name(self.out.name + ".started")
+        started.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
             [
                 *(prefix or []),
@@ -122,8 +126,17 @@ class Load:
                 str(concurrency),
                 "--max-seconds",
                 str(max_seconds),
+                "--started",
+                str(started),
             ]
         )
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"the load got no answer from {urls} in 60 s")
+            time.sleep(0.05)
 
     def stop(self) -> list[dict[str, Any]]:
         self.proc.terminate()
