@@ -466,7 +466,7 @@ def test_postgres_outage_under_load(cluster: Cluster) -> None:
     during = sorted(r["latency"] for r in records if down + 0.5 < r["start"] < up - 0.5)
     figures(
         "postgres outage 10 s through the load balancer",
-        **outage_figures(records, stopping, down, up),
+        **outage_figures(records, stopping, down, up, deployed_settings(cluster)),
         median_during_outage_ms=round(during[len(during) // 2] * 1000, 1),
         p90_during_outage_ms=round(during[len(during) * 9 // 10] * 1000, 1),
         answered_by_the_api=len(unavailable) - from_haproxy,

@@ -21,7 +21,7 @@ import pytest
 from testlib.data import CONTRACT, REFERENCE_DUMP
 from testlib.figures import figures
 from testlib.sample import JANUARY
-from testlib.serve import Load, check_contract, get, outage_figures, wait_until
+from testlib.serve import Load, check_contract, get, outage_figures, settings_of, wait_until
 from testlib.stack import PROCESS_COMPOSE_MISSING, Stack, port_closed
 
 if shutil.which("process-compose") is None:
@@ -154,7 +154,10 @@ def test_postgres_outage_under_load(stack: Stack) -> None:
     assert get(stack.url + JANUARY) == answer
     api_after = stack.processes()["api"]
     assert (api_after["pid"], api_after["restarts"]) == (api_before["pid"], 0)
-    figures("postgres stopped 10 s on the stack", **outage_figures(records, stopping, down, up))
+    api = settings_of(api_after["pid"])
+    figures(
+        "postgres stopped 10 s on the stack", **outage_figures(records, stopping, down, up, api)
+    )
     assert stack.down() == 0
     assert stack.leftovers() == []
 
