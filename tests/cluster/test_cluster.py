@@ -137,6 +137,17 @@ def failures(records: list[dict[str, Any]]) -> Counter[str]:
     )
 
 
+def cut_short(records: list[dict[str, Any]], began: float, ended: float) -> list[dict[str, Any]]:
+    """The answers a fault made between `began` and `ended` cut short, checked to have been
+    in flight at it. An answer whose headers HAProxy had passed on when its host died, froze
+    or lost its link cannot be retried: the rest never comes (gunicorn writes the headers
+    and the body in two calls), and it arrives cut short."""
+    cut = [r for r in records if r["status"] == "IncompleteRead"]
+    for r in cut:
+        assert r["start"] <= ended and r["start"] + r["latency"] >= began, r
+    return cut
+
+
 def build(cluster: Cluster, name: str) -> str:
     """The release an API host runs, from its own /healthz."""
     port = cluster.plan.port("api")
@@ -361,17 +372,13 @@ def test_api_host_killed_under_load(cluster: Cluster) -> None:
         records = load.stop()
     after = backend_counters(cluster)
     assert len(killed) == 1 + deployed_settings(cluster).workers, killed  # master and workers
-    # An answer whose headers HAProxy had passed on when the host died cannot be
-    # retried: it arrives cut short. Only one in flight at the kill may be.
-    cut_short = [r for r in records if r["status"] == "IncompleteRead"]
-    for r in cut_short:
-        assert r["start"] <= kill_ended and r["start"] + r["latency"] >= kill_started, r
-    assert failures([r for r in records if r not in cut_short]) == Counter()
+    cut = cut_short(records, kill_started, kill_ended)
+    assert failures([r for r in records if r not in cut]) == Counter()
     figures(
         "API host SIGKILLed under load",
         requests=len(records),
         other_failures=0,
-        cut_short_in_flight_at_the_kill=len(cut_short),
+        cut_short_in_flight_at_the_kill=len(cut),
         out_of_rotation_after_s=round(left, 2),
         back_in_rotation_after_restart_s=round(back, 2),
         slowest_ms=round(max(r["latency"] for r in records) * 1000, 1),
@@ -402,13 +409,8 @@ def test_api_host_cut_off_under_load(cluster: Cluster) -> None:
         records = load.stop()
         subprocess.run(["ip", "-n", ns, "link", "set", "eth0", "up"], check=False)
     after = backend_counters(cluster)
-    # An answer whose headers HAProxy had passed on when the link went down cannot be
-    # retried: the rest never comes, and it arrives cut short, at `timeout server`. Only
-    # one in flight at the cut may be.
-    cut_short = [r for r in records if r["status"] == "IncompleteRead"]
-    for r in cut_short:
-        assert r["start"] <= cut_by and r["start"] + r["latency"] >= cut, r
-    records = [r for r in records if r not in cut_short]
+    cut_answers = cut_short(records, cut, cut_by)
+    records = [r for r in records if r not in cut_answers]
     failed = failures(records)
     for r in records:
         if r["status"] != 200:
@@ -418,8 +420,8 @@ def test_api_host_cut_off_under_load(cluster: Cluster) -> None:
     around = [r for r in records if cut - 1 < r["start"] < cut + 1]
     figures(
         "API host cut off under load",
-        requests=len(records) + len(cut_short),
-        cut_short_in_flight_at_the_cut=len(cut_short),
+        requests=len(records) + len(cut_answers),
+        cut_short_in_flight_at_the_cut=len(cut_answers),
         other_failures=sum(failed.values()),
         failures=dict(failed) or "none",
         slowest_s=round(slowest["latency"], 2),
@@ -655,20 +657,15 @@ def test_api_host_frozen_under_load(cluster: Cluster) -> None:
         records = load.stop()
     after = backend_counters(cluster)
     assert len(stopped) == 1 + deployed_settings(cluster).workers, stopped
-    # An answer whose headers HAProxy had passed on when the host froze cannot be
-    # retried: it arrives cut short, at `timeout server`. Only one in flight at the
-    # freeze may be (gunicorn writes the headers and the body in two calls).
-    cut_short = [r for r in records if r["status"] == "IncompleteRead"]
-    for r in cut_short:
-        assert r["start"] <= frozen_by and r["start"] + r["latency"] >= frozen, r
-    assert failures([r for r in records if r not in cut_short]) == Counter()
+    cut = cut_short(records, frozen, frozen_by)
+    assert failures([r for r in records if r not in cut]) == Counter()
     assert seen["first_left"] is not None, "api1 never left rotation while frozen"
     frozen_window = [r for r in records if frozen <= r["start"] < resumed]
     figures(
         "API host frozen (SIGSTOP) 15 s under load",
         requests=len(records),
         other_failures=0,
-        cut_short_in_flight_at_the_freeze=len(cut_short),
+        cut_short_in_flight_at_the_freeze=len(cut),
         out_of_rotation_after_s=round(seen["first_left"], 2),
         times_out_of_rotation=seen["left"],
         back_in_rotation_after_resume_s=round(back, 2),
