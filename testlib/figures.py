@@ -2,7 +2,7 @@
 
 A test calls `figures("what was measured", requests=15765, failed=0, ...)`. The line is
 printed (`pytest -s` shows it), and recorded with the test that printed it and the first
-line of its docstring, the promise it checks. When RATES_FIGURES_FILE names a file, every
+paragraph of its docstring, the promise it checks. When RATES_FIGURES_FILE names a file, every
 test that passed is appended there, with its promise and figures, as JSON lines at the
 end of the session, so that several runs (the unprivileged levels, then the root levels)
 add to one file; `python -m testlib.reliability FILE` writes docs/reliability.md from it.
@@ -19,13 +19,13 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Figures:
     test: str  # the pytest node id
-    promise: str  # the first line of the test's docstring
+    promise: str  # the first paragraph of the test's docstring, on one line
     name: str
     values: dict[str, object]
 
 
 _current_test = ""
-_promises: dict[str, str] = {}  # node id -> the first line of its docstring
+_promises: dict[str, str] = {}  # node id -> the first paragraph of its docstring
 _recorded: list[Figures] = []
 
 
@@ -39,7 +39,7 @@ def start_test(nodeid: str, doc: str | None) -> None:
     """conftest.py calls this as each test starts, so that figures know their test."""
     global _current_test  # one test runs at a time
     _current_test = nodeid
-    _promises[nodeid] = (doc or "").strip().split("\n")[0]
+    _promises[nodeid] = " ".join((doc or "").strip().split("\n\n")[0].split())
 
 
 def write(passed: set[str]) -> None:
