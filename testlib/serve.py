@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -111,9 +112,6 @@ class Load:
         max_seconds: float = 120,
     ) -> None:
         """`prefix`: a command that runs it elsewhere (nsenter into a test's namespace)."""
-        import sys
-        from pathlib import Path
-
         self.out = Path(out)
         started = self.out.with_name(self.out.name + ".started")
         started.unlink(missing_ok=True)
